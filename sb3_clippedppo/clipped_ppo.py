@@ -32,6 +32,38 @@ class NonFiniteLossError(FloatingPointError):
     """Raised when an update produces a NaN or infinite loss or gradient; no parameter was changed by it."""
 
 
+def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
+    r"""
+    PPO's clipped surrogate objective, negated to be minimized (Schulman et al. 2017, eq. 7):
+    :math:`-\mathbb{E}\left[\min\left(r A,\ \text{clip}(r, 1 - \epsilon, 1 + \epsilon) A\right)\right]`.
+
+    The gradient with respect to ``ratio`` vanishes where the clipped term is the minimum, i.e. where
+    ``A > 0 and r > 1 + eps`` or ``A < 0 and r < 1 - eps``.
+
+    :param ratio: probability ratios :math:`r = \pi(a|s) / \pi_{old}(a|s)`, shape ``(B,)``.
+    :param advantages: advantage estimates, shape ``(B,)``.
+    :param clip_range: :math:`\epsilon > 0`.
+    :return: scalar loss.
+    """
+    return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
+
+
+def value_loss_fn(values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, clip_range_vf: float | None) -> th.Tensor:
+    """
+    Mean squared error between value predictions and returns. With ``clip_range_vf``, the prediction is first
+    clipped to ``old_values +- clip_range_vf`` (as in Stable-Baselines3's PPO, which depends on the reward scale).
+
+    :param values: current value predictions, shape ``(B,)``.
+    :param old_values: value predictions at collection time, shape ``(B,)``.
+    :param returns: value targets (GAE returns), shape ``(B,)``.
+    :param clip_range_vf: clipping range (> 0) or None.
+    :return: scalar loss.
+    """
+    if clip_range_vf is not None:
+        values = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
+    return F.mse_loss(returns, values)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -224,7 +256,7 @@ class ClippedPPO(OnPolicyAlgorithm):
             raise TypeError(f"env.observation_space must be a gymnasium.spaces.Box, got {observation_space}")
         if not isinstance(action_space, (spaces.Box, spaces.Discrete)):
             raise TypeError(f"env.action_space must be a gymnasium.spaces.Box or Discrete, got {action_space}")
-        if isinstance(action_space, spaces.Box) and not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        if isinstance(action_space, spaces.Box) and not np.all(np.isfinite([action_space.low, action_space.high])):
             raise ValueError(f"env.action_space must have finite bounds (actions are clipped to them), got {action_space}")
 
     @staticmethod
@@ -339,7 +371,7 @@ class ClippedPPO(OnPolicyAlgorithm):
                 terminal_values = policy.value(policy.preprocess(th.as_tensor(terminal_obs))).cpu().numpy()
         rollout_buffer.values[:] = values.cpu().numpy().reshape(n_rollout_steps, n_envs)
         rollout_buffer.log_probs[:] = log_probs.cpu().numpy().reshape(n_rollout_steps, n_envs)
-        for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values if truncated_steps else []):
+        for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values if truncated_steps else [], strict=True):
             rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
         rollout_buffer.compute_returns_and_advantage(last_values=last_values.cpu().numpy(), dones=dones)
 
@@ -381,13 +413,8 @@ class ClippedPPO(OnPolicyAlgorithm):
                 # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
                 log_ratio = log_prob - batch.old_log_prob
                 ratio = th.exp(log_ratio)
-                policy_loss = -th.min(advantages * ratio, advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)).mean()
-
-                if clip_range_vf is None:
-                    values_pred = values
-                else:
-                    values_pred = batch.old_values + th.clamp(values - batch.old_values, -clip_range_vf, clip_range_vf)
-                value_loss = F.mse_loss(batch.returns, values_pred)
+                policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
+                value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
                 entropy_loss = -entropy.mean()
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
 
@@ -434,7 +461,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.logger.record("train/approx_kl", float(np.mean(stats_np[last_epoch_rows, 3])))
         self.logger.record("train/clip_fraction", float(np.mean(stats_np[:, 4])))
         self.logger.record("train/loss", float(stats_np[-1, 5]))
-        self.logger.record("train/explained_variance", float(explained_variance(buffer.values.ravel(), buffer.returns.ravel())))
+        explained_var = explained_variance(buffer.values.ravel(), buffer.returns.ravel())
+        self.logger.record("train/explained_variance", float(explained_var))
         if not policy.is_discrete:
             self.logger.record("train/std", th.exp(policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")

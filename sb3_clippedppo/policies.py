@@ -108,7 +108,9 @@ def parse_net_arch(net_arch: list[int] | dict[str, list[int]] | None) -> tuple[l
         raise TypeError(f"net_arch must be None, a list of ints or dict(pi=[...], vf=[...]), got {net_arch!r}")
     for size in pi + vf:
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
-            raise TypeError(f"net_arch layer sizes must be ints (a shared-layer dict inside a list is not supported), got {size!r}")
+            raise TypeError(
+                f"net_arch layer sizes must be ints (a shared-layer dict inside a list is not supported), got {size!r}"
+            )
         if size < 1:
             raise ValueError(f"net_arch layer sizes must be >= 1, got {size}")
     return [int(s) for s in pi], [int(s) for s in vf]
@@ -276,9 +278,14 @@ class MlpActorCriticPolicy(BasePolicy):
             offset += param.numel()
         leaves = list(self._flat_leaves.values())
         optimizer_params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        return len(optimizer_params) == len(leaves) and all(
-            a is b and a.grad is not None and a.grad.data_ptr() == b.grad.data_ptr() for a, b in zip(optimizer_params, leaves)
-        )
+        if [id(p) for p in optimizer_params] != [id(leaf) for leaf in leaves]:
+            return False
+        offset = 0
+        for leaf in leaves:
+            if leaf.grad is None or leaf.grad.data_ptr() != grad_ptr + offset * element_size:
+                return False
+            offset += leaf.numel()
+        return True
 
     def ensure_flat_parameters(self) -> None:
         """Restore the flat storage if something replaced a parameter or gradient tensor (e.g. ``deepcopy``,
