@@ -28,8 +28,11 @@ from sb3_clippedppo.policies import MlpActorCriticPolicy
 SelfClippedPPO = TypeVar("SelfClippedPPO", bound="ClippedPPO")
 
 
-class NonFiniteLossError(FloatingPointError):
-    """Raised when an update produces a NaN or infinite loss or gradient; no parameter was changed by it."""
+class NonFiniteLossError(FloatingPointError, ValueError):
+    """
+    Raised when an update produces a NaN or infinite loss or gradient; no parameter was changed by it.
+    It is a ``ValueError`` too, which the RL Zoo's hyperparameter search treats as a pruned trial.
+    """
 
 
 def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:

@@ -1,0 +1,176 @@
+"""RL Baselines3 Zoo registration for ClippedPPO (``--algo clippedppo``).
+
+:func:`register` adds ClippedPPO to the Zoo: the algorithm to ``rl_zoo3.utils.ALGOS``, a hyperparameter sampler and
+converter to ``rl_zoo3.hyperparams_opt``, and the shipped ``hyperparams/clippedppo.yml`` as the default config of
+``rl_zoo3.exp_manager.ExperimentManager`` for ``clippedppo`` (``-conf`` still wins). Existing entries are never
+replaced. The import hook (:mod:`sb3_clippedppo.zoo_hook`) calls :func:`register_module` as each Zoo module is
+imported; without the hook, run the Zoo through this module::
+
+    python -m sb3_clippedppo.zoo train --algo clippedppo --env HalfCheetah-v4
+    python -m sb3_clippedppo.zoo enjoy --algo clippedppo --env HalfCheetah-v4 -f logs
+    python -m sb3_clippedppo.zoo record_video --algo clippedppo --env HalfCheetah-v4 -f logs -n 1000
+"""
+
+import functools
+import importlib
+import inspect
+import runpy
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ALGO_NAME = "clippedppo"
+HYPERPARAMS_FILE = "clippedppo.yml"
+COMMANDS = {"train": "rl_zoo3.train", "enjoy": "rl_zoo3.enjoy", "record_video": "rl_zoo3.record_video"}
+
+NET_ARCHS = {
+    "tiny": dict(pi=[64], vf=[64]),
+    "small": dict(pi=[64, 64], vf=[64, 64]),
+    "medium": dict(pi=[256, 256], vf=[256, 256]),
+}
+
+
+def hyperparams_path() -> Path:
+    """
+    The shipped hyperparameter file: inside the installed package, or in the source tree's ``hyperparams/`` folder
+    (editable installs).
+
+    :raises FileNotFoundError: if neither exists.
+    """
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "hyperparams" / HYPERPARAMS_FILE, package_dir.parent / "hyperparams" / HYPERPARAMS_FILE):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{HYPERPARAMS_FILE} is neither in {package_dir / 'hyperparams'} nor in the source tree")
+
+
+def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
+    """
+    Turn raw Optuna parameters (as stored in a study) into ClippedPPO keyword arguments.
+
+    :param sampled_params: values named as in :func:`sample_clippedppo_params` (``n_steps_pow``, ``one_minus_gamma``,
+        ``net_arch`` as ``"tiny"``/``"small"``/``"medium"``, ``activation_fn`` as ``"tanh"``/``"relu"``, ...).
+    :return: keyword arguments for :class:`~sb3_clippedppo.ClippedPPO`.
+    """
+    from torch import nn
+
+    params = dict(sampled_params)
+    hyperparams: dict[str, Any] = {}
+    for name in ("n_steps", "batch_size"):
+        if f"{name}_pow" in params:
+            hyperparams[name] = 2 ** params.pop(f"{name}_pow")
+    for name in ("gamma", "gae_lambda"):
+        if f"one_minus_{name}" in params:
+            hyperparams[name] = 1.0 - params.pop(f"one_minus_{name}")
+    policy_kwargs: dict[str, Any] = {}
+    if "net_arch" in params:
+        policy_kwargs["net_arch"] = NET_ARCHS[params.pop("net_arch")]
+    if "activation_fn" in params:
+        policy_kwargs["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[params.pop("activation_fn")]
+    for name in ("log_std_init", "ortho_init"):
+        if name in params:
+            policy_kwargs[name] = params.pop(name)
+    if policy_kwargs:
+        hyperparams["policy_kwargs"] = policy_kwargs
+    hyperparams.update(params)  # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl
+    return hyperparams
+
+
+def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
+    """
+    Optuna sampler for ``python -m rl_zoo3.train --algo clippedppo --optimize``: the ranges of the Zoo's PPO
+    sampler, plus ClippedPPO's ``target_kl``, ``vf_coef``, ``log_std_init`` and ``ortho_init``. A ``batch_size``
+    larger than the rollout (``n_steps * n_envs``) is reduced to it.
+
+    :param trial: the Optuna trial.
+    :param n_actions: unused (the Zoo's sampler signature).
+    :param n_envs: number of environments, to bound ``batch_size``.
+    :param additional_args: unused (the Zoo's sampler signature).
+    :return: keyword arguments for :class:`~sb3_clippedppo.ClippedPPO`.
+    """
+    sampled = {
+        "n_steps_pow": trial.suggest_int("n_steps_pow", 5, 12),
+        "batch_size_pow": trial.suggest_int("batch_size_pow", 5, 10),
+        "one_minus_gamma": trial.suggest_float("one_minus_gamma", 0.0001, 0.03, log=True),
+        "one_minus_gae_lambda": trial.suggest_float("one_minus_gae_lambda", 0.0001, 0.1, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-5, 0.002, log=True),
+        "ent_coef": trial.suggest_float("ent_coef", 1e-8, 0.1, log=True),
+        "clip_range": trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3, 0.4]),
+        "n_epochs": trial.suggest_categorical("n_epochs", [1, 5, 10, 20]),
+        "max_grad_norm": trial.suggest_float("max_grad_norm", 0.3, 2.0),
+        "vf_coef": trial.suggest_float("vf_coef", 0.2, 1.0),
+        "target_kl": trial.suggest_categorical("target_kl", [None, 0.005, 0.01, 0.02, 0.05]),
+        "log_std_init": trial.suggest_float("log_std_init", -3.0, 0.0),
+        "ortho_init": trial.suggest_categorical("ortho_init", [False, True]),
+        "net_arch": trial.suggest_categorical("net_arch", list(NET_ARCHS)),
+        "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+    }
+    hyperparams = convert_clippedppo_params(sampled)
+    hyperparams["batch_size"] = min(hyperparams["batch_size"], hyperparams["n_steps"] * n_envs)
+    for name in ("gamma", "gae_lambda", "n_steps", "batch_size"):
+        trial.set_user_attr(name, hyperparams[name])
+    return hyperparams
+
+
+def _patch_experiment_manager(experiment_manager: type) -> None:
+    """Make the shipped yml the default ``config`` of ``ExperimentManager`` for ``algo="clippedppo"``."""
+    original = experiment_manager.__init__  # type: ignore[misc]
+    if getattr(original, "sb3_clippedppo_default_config", False):
+        return
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        if bound.arguments.get("algo") == ALGO_NAME and not bound.arguments.get("config"):
+            bound.arguments["config"] = str(hyperparams_path())
+        original(*bound.args, **bound.kwargs)
+
+    __init__.sb3_clippedppo_default_config = True  # type: ignore[attr-defined]
+    experiment_manager.__init__ = __init__  # type: ignore[misc]
+
+
+def register_module(module: ModuleType) -> None:
+    """
+    Register ClippedPPO in one Zoo module: ``rl_zoo3.utils``, ``rl_zoo3.hyperparams_opt`` or ``rl_zoo3.exp_manager``
+    (other modules are ignored). Idempotent; entries already present (e.g. a user's own ``clippedppo``) are kept.
+
+    :param module: the imported Zoo module.
+    """
+    name = module.__name__
+    if name == "rl_zoo3.utils":
+        from sb3_clippedppo.clipped_ppo import ClippedPPO
+
+        module.ALGOS.setdefault(ALGO_NAME, ClippedPPO)
+    elif name == "rl_zoo3.hyperparams_opt":
+        module.HYPERPARAMS_SAMPLER.setdefault(ALGO_NAME, sample_clippedppo_params)
+        module.HYPERPARAMS_CONVERTER.setdefault(ALGO_NAME, convert_clippedppo_params)
+    elif name == "rl_zoo3.exp_manager":
+        _patch_experiment_manager(module.ExperimentManager)
+
+
+def register() -> None:
+    """Import the Zoo's modules and register ClippedPPO in each (what the import hook does, explicitly)."""
+    for name in ("rl_zoo3.utils", "rl_zoo3.hyperparams_opt", "rl_zoo3.exp_manager"):
+        register_module(importlib.import_module(name))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """
+    ``python -m sb3_clippedppo.zoo {train,enjoy,record_video} [Zoo arguments]``: register, then run that Zoo script.
+
+    :param argv: the command and the Zoo script's arguments (default: ``sys.argv[1:]``).
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python -m sb3_clippedppo.zoo {{{','.join(COMMANDS)}}} [RL Zoo arguments]", file=sys.stderr)
+        raise SystemExit(2)
+    register()
+    module = COMMANDS[argv[0]]
+    sys.argv = [module, *argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
