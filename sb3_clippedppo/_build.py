@@ -22,7 +22,7 @@ PTH_LINE = (
 HYPERPARAMS_GLOB = os.path.join("hyperparams", "*.yml")
 
 
-class build_py(_build_py):  # noqa: N801 (setuptools command name)
+class build_py(_build_py):  # named after the setuptools command it replaces
     def run(self) -> None:
         super().run()
         editable = getattr(self, "editable_mode", False)
@@ -38,7 +38,7 @@ class build_py(_build_py):  # noqa: N801 (setuptools command name)
             f.write(PTH_LINE)
 
 
-class sdist(_sdist):  # noqa: N801 (setuptools command name)
+class sdist(_sdist):  # named after the setuptools command it replaces
     def add_defaults(self) -> None:
         super().add_defaults()
         self.filelist.extend(sorted(glob.glob(HYPERPARAMS_GLOB)))
