@@ -16,8 +16,6 @@ model and ``VecNormalize`` statistics.
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -25,52 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch as th
 
-ZOO_HALFCHEETAH_V4 = dict(
-    n_steps=512,
-    batch_size=64,
-    gamma=0.98,
-    learning_rate=2.0633e-05,
-    ent_coef=0.000401762,
-    clip_range=0.1,
-    n_epochs=20,
-    gae_lambda=0.92,
-    max_grad_norm=0.8,
-    vf_coef=0.58096,
-    policy_kwargs=dict(
-        log_std_init=-2, ortho_init=False, activation_fn=th.nn.ReLU, net_arch=dict(pi=[256, 256], vf=[256, 256])
-    ),
-)
-
-
-def machine_info() -> dict:
-    """CPU model, core count, torch threads and package versions, for the record."""
-    import gymnasium
-    import mujoco
-    import stable_baselines3
-
-    import sb3_clippedppo
-
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": th.get_num_threads(),
-        "python": platform.python_version(),
-        "versions": {
-            "sb3_clippedppo": sb3_clippedppo.__version__,
-            "stable_baselines3": stable_baselines3.__version__,
-            "torch": th.__version__,
-            "gymnasium": gymnasium.__version__,
-            "mujoco": mujoco.__version__,
-            "numpy": np.__version__,
-        },
-    }
-
+from benchmarks.common import machine_info, zoo_hyperparams
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -100,10 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
     if tmp_out.exists():
         parser.error(f"{tmp_out} exists (an interrupted run?); remove it first")
     tmp_out.mkdir(parents=True)
+    hyperparams, normalize = zoo_hyperparams("HalfCheetah-v4")  # the RL Zoo's PPO block, from hyperparams/clippedppo.yml
+    assert normalize
     env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=args.seed))
     eval_env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=args.seed + 1000), training=False, norm_reward=False)
     algo = ClippedPPO if args.algo == "clippedppo" else PPO
-    model = algo("MlpPolicy", env, seed=args.seed, device="cpu", verbose=0, **ZOO_HALFCHEETAH_V4)
+    model = algo("MlpPolicy", env, seed=args.seed, device="cpu", verbose=0, **hyperparams)
     model.set_logger(configure(str(tmp_out), ["csv", "stdout"]))
     eval_callback = EvalCallback(
         eval_env,
@@ -127,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
         "env": args.env,
         "seed": args.seed,
         "timesteps": args.timesteps,
-        "hyperparameters": {k: (repr(v) if k == "policy_kwargs" else v) for k, v in ZOO_HALFCHEETAH_V4.items()},
+        "hyperparameters": {k: (repr(v) if k == "policy_kwargs" else v) for k, v in hyperparams.items()},
         "eval": {"freq": args.eval_freq, "episodes": args.eval_episodes, "deterministic": True},
         "final_eval_mean": float(means[-1]),
         "final_eval_std": float(evaluations["results"][-1].std()),
