@@ -1,8 +1,8 @@
 """Benchmark sweep: train every algorithm x environment x seed through the RL Zoo, in parallel, resumably.
 
-Every run is ``python -m rl_zoo3.train`` with the same hyperparameter file for all algorithms (by default the
-shipped ``hyperparams/clippedppo.yml``, whose MuJoCo blocks are the RL Zoo's PPO values), so ClippedPPO and SB3's PPO
-get the same wrappers, normalization, evaluation and logging. Runs land where the Zoo puts them,
+Every run is ``python -m rl_zoo3.train`` with the same hyperparameter file for ClippedPPO and SB3's PPO (by default
+``benchmarks/hyperparams.yml``: HalfCheetah-v4 with the RL Zoo's PPO values, walker-walk with the walker seed's
+settings), so both get the same wrappers, normalization, evaluation and logging. Runs land where the Zoo puts them,
 ``OUT/<algo>/<env>_<n>/`` (``evaluations.npz``, ``0.monitor.csv``, ``<env>/config.yml``, ...), and the runner keeps
 a record per run in ``OUT/_runs/<algo>__<env>__seed<seed>.json`` (command, run folder, status, wall-clock time,
 steps per second, machine).
@@ -32,9 +32,11 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import HYPERPARAMS_YML, machine_info
+from benchmarks.common import ROOT, machine_info
 
 DEFAULT_ENVS = ("HalfCheetah-v4", "dm_control/walker-walk-v0")
+# The settings both ClippedPPO and SB3's PPO accept (see the file's header).
+SHARED_HYPERPARAMS = ROOT / "benchmarks" / "hyperparams.yml"
 # Algorithms whose hyperparameters come from the shared file; others (e.g. trpo) use the Zoo's own file.
 SHARED_CONFIG_ALGOS = ("clippedppo", "ppo")
 
@@ -103,7 +105,7 @@ class Sweep:
             "--num-threads", "1", "--log-interval", str(args.log_interval), "--device", "cpu",
         ]  # fmt: skip
         if job.algo in SHARED_CONFIG_ALGOS:
-            command += ["-conf", str(args.conf)]
+            command += ["-conf", os.path.relpath(args.conf)]
         if job.env.startswith("dm_control/"):
             command += ["--gym-packages", "shimmy"]
         if args.n_timesteps:
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (the Zoo's log folder)")
-    parser.add_argument("--conf", type=Path, default=HYPERPARAMS_YML, help="hyperparameter file shared by clippedppo and ppo")
+    parser.add_argument("--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo")
     parser.add_argument("--n-timesteps", type=int, default=0, help="override the files' n_timesteps (0: keep)")
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
