@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: hyperparameters from the shipped RL Zoo file, and the machine's description."""
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -37,7 +38,9 @@ def git_commit() -> str:
     """The current commit (with ``-dirty`` when the work tree has changes), or ``unknown``."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        )
         return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -66,10 +69,8 @@ def machine_info() -> dict[str, Any]:
         "numpy": np.__version__,
     }
     for name in ("rl-zoo3", "sb3-contrib", "mujoco", "dm-control", "shimmy", "rliable", "optuna"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name.replace("-", "_")] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),

@@ -25,6 +25,7 @@ import torch as th
 
 from benchmarks.common import machine_info, zoo_hyperparams
 
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algo", choices=["clippedppo", "ppo"], default="clippedppo")

@@ -97,7 +97,9 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], seed: int = 0) -> dic
     iqm, iqm_ci = rly.get_interval_estimates(matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS)
     out: dict[str, Any] = {"iqm": {a: float(iqm[a][0]) for a in iqm}, "iqm_ci": {a: iqm_ci[a][:, 0].tolist() for a in iqm_ci}}
     if "clippedppo" in matrices:
-        pairs = {f"clippedppo,{other}": (matrices["clippedppo"], matrices[other]) for other in matrices if other != "clippedppo"}
+        pairs = {
+            f"clippedppo,{other}": (matrices["clippedppo"], matrices[other]) for other in matrices if other != "clippedppo"
+        }
         if pairs:
             np.random.seed(seed)
             poi, poi_ci = rly.get_interval_estimates(pairs, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS)
@@ -178,7 +180,9 @@ def fmt_steps(values: list[int | None]) -> str:
     return f"{median / 1e3:.0f}k ({len(reached)}/{len(values)} seeds)"
 
 
-def env_table(env: str, by_algo: dict[str, list[dict[str, Any]]], estimates: dict[str, Any], thresholds: list[float]) -> list[str]:
+def env_table(
+    env: str, by_algo: dict[str, list[dict[str, Any]]], estimates: dict[str, Any], thresholds: list[float]
+) -> list[str]:
     header = ["algorithm", "seeds", "final return (mean ± std)", "IQM [95% CI]"]
     header += [f"steps to {t:g} (median)" for t in thresholds]
     header += ["wall-clock min per 1M steps", "steps/s"]
@@ -188,7 +192,11 @@ def env_table(env: str, by_algo: dict[str, list[dict[str, Any]]], estimates: dic
         low, high = estimates["iqm_ci"][algo]
         minutes = np.mean([r["wall_clock_s"] / 60 * 1e6 / r["timesteps"] for r in runs])
         steps_per_s = np.mean([r["steps_per_s"] for r in runs])
-        row = [LABELS.get(algo, algo), str(len(runs)), f"{finals.mean():.0f} ± {finals.std(ddof=1) if len(finals) > 1 else 0:.0f}"]
+        row = [
+            LABELS.get(algo, algo),
+            str(len(runs)),
+            f"{finals.mean():.0f} ± {finals.std(ddof=1) if len(finals) > 1 else 0:.0f}",
+        ]
         row.append(f"{estimates['iqm'][algo]:.0f} [{low:.0f}, {high:.0f}]")
         row += [fmt_steps([steps_to_reach(r, t) for r in runs]) for t in thresholds]
         row += [f"{minutes:.1f}", f"{steps_per_s:.0f}"]
@@ -261,9 +269,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "seeds": {a: [r["seed"] for r in runs] for a, runs in by_algo.items()},
             **estimates,
             "steps_to_threshold": {
-                str(t): {a: [steps_to_reach(r, t) for r in runs] for a, runs in by_algo.items()} for t in thresholds.get(env, [])
+                str(t): {a: [steps_to_reach(r, t) for r in runs] for a, runs in by_algo.items()}
+                for t in thresholds.get(env, [])
             },
-            "wall_clock_min_per_1m": {a: [r["wall_clock_s"] / 60 * 1e6 / r["timesteps"] for r in runs] for a, runs in by_algo.items()},
+            "wall_clock_min_per_1m": {
+                a: [r["wall_clock_s"] / 60 * 1e6 / r["timesteps"] for r in runs] for a, runs in by_algo.items()
+            },
             "steps_per_s": {a: [r["steps_per_s"] for r in runs] for a, runs in by_algo.items()},
         }
     algos = sorted({a for by_algo in grouped.values() for a in by_algo})

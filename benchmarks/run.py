@@ -206,7 +206,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (the Zoo's log folder)")
-    parser.add_argument("--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo")
+    parser.add_argument(
+        "--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo"
+    )
     parser.add_argument("--n-timesteps", type=int, default=0, help="override the files' n_timesteps (0: keep)")
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=10)

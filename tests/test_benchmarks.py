@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from benchmarks import report, run, throughput
-from benchmarks.common import zoo_hyperparams
+from benchmarks.common import HYPERPARAMS_YML, zoo_hyperparams
 
 SWEEP_ARGS = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1", "--n-timesteps", "1024",
-              "--eval-freq", "256", "--eval-episodes", "2", "--hyperparams", "n_envs:2", "batch_size:64"]  # fmt: skip
+              "--eval-freq", "256", "--eval-episodes", "2", "--hyperparams", "n_envs:2", "batch_size:64",
+              "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_rerun_skips_finished_runs(sweep, capsys):
 def test_interrupted_run_is_moved_aside_not_overwritten(tmp_path):
     out = tmp_path / "sweep"
     args = ["--algos", "clippedppo", "--envs", "CartPole-v1", "--seeds", "3", "--n-timesteps", "512", "--eval-freq", "-1",
-            "--hyperparams", "n_envs:2", "batch_size:64", "--out", str(out)]  # fmt: skip
+            "--hyperparams", "n_envs:2", "batch_size:64", "--out", str(out), "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
     first = run.main(args)[0]
     # Pretend the run was interrupted: its record says "running"
     record_file = out / "_runs" / "clippedppo__CartPole-v1__seed3.json"
@@ -98,7 +99,9 @@ def test_steps_to_reach_and_interval():
 
 
 def test_throughput_smoke(tmp_path):
-    summary = throughput.main(["--reps", "1", "--timesteps-scale", "0.1", "--settings", "sb3-defaults", "--out", str(tmp_path)])
+    summary = throughput.main(
+        ["--reps", "1", "--timesteps-scale", "0.1", "--settings", "sb3-defaults", "--out", str(tmp_path)]
+    )
     entry = summary["sb3-defaults"]
     for algo in ("clippedppo", "ppo"):
         assert entry[algo]["steps_per_s"] > 0 and entry[algo]["peak_rss_mib"] > 50

@@ -23,7 +23,9 @@ def wheel_venv(tmp_path_factory):
     env_dir = base / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    site_packages = Path(check(run(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base, python=python)).stdout.strip())
+    site_packages = Path(
+        check(run(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base, python=python)).stdout.strip()
+    )
     # The dependencies (torch, SB3, the Zoo, ...) come from the test environment, as a plain path entry: that entry's
     # own .pth files (including this checkout's editable install) are not processed.
     (site_packages / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")

@@ -43,7 +43,10 @@ def test_train_uses_the_shipped_hyperparameters(halfcheetah_run):
     assert (run_dir / "HalfCheetah-v4" / "vecnormalize.pkl").exists()
     # --eval-freq: evaluations.npz; --save-freq: checkpoints; -tb: tensorboard events
     assert np.load(run_dir / "evaluations.npz")["timesteps"].tolist() == [512, 1024]
-    assert sorted(p.name for p in run_dir.glob("rl_model_*_steps.zip")) == ["rl_model_1024_steps.zip", "rl_model_512_steps.zip"]
+    assert sorted(p.name for p in run_dir.glob("rl_model_*_steps.zip")) == [
+        "rl_model_1024_steps.zip",
+        "rl_model_512_steps.zip",
+    ]
     assert list((cwd / "tb").rglob("events.out.tfevents.*"))
 
 
@@ -73,9 +76,8 @@ def test_plots(halfcheetah_run):
 
 def test_cartpole_discrete_with_subprocess_envs(tmp_path):
     # --vec-env subproc: worker processes start a fresh interpreter (the hook must be harmless there)
-    result = check(run(["-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", "CartPole-v1", "-n", "2048", "--seed", "1",
-                        "--vec-env", "subproc", "--eval-freq", "-1", "--hyperparams", "n_envs:2", "batch_size:64"], tmp_path))  # fmt: skip
-    assert "SubprocVecEnv" in result.stdout or (tmp_path / "logs" / "clippedppo" / "CartPole-v1_1" / "CartPole-v1.zip").exists()
+    args = ["--algo", "clippedppo", "--env", "CartPole-v1", "-n", "2048", "--seed", "1", "--vec-env", "subproc"]
+    check(run(["-m", "rl_zoo3.train", *args, "--eval-freq", "-1", "--hyperparams", "n_envs:2", "batch_size:64"], tmp_path))
     assert (tmp_path / "logs" / "clippedppo" / "CartPole-v1_1" / "CartPole-v1.zip").exists()
 
 
@@ -94,7 +96,9 @@ def test_conf_overrides_the_shipped_file(tmp_path):
     result = check(run(["-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", "CartPole-v1", "-conf", str(conf),
                         "--eval-freq", "-1"], tmp_path))  # fmt: skip
     assert f"Loading hyperparameters from: {conf}" in result.stdout
-    config = yaml.load((tmp_path / "logs/clippedppo/CartPole-v1_1/CartPole-v1/config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    config = yaml.load(
+        (tmp_path / "logs/clippedppo/CartPole-v1_1/CartPole-v1/config.yml").read_text(), Loader=yaml.UnsafeLoader
+    )
     assert dict(config)["n_steps"] == 64 and dict(config)["batch_size"] == 32
 
 
@@ -148,7 +152,9 @@ def test_env_without_entry_or_default(tmp_path):
 
 
 def test_interpreter_startup_installs_the_hook_without_torch(tmp_path):
-    code = "import sys; print(any(getattr(f, 'sb3_clippedppo_zoo_finder', False) for f in sys.meta_path), 'torch' in sys.modules)"
+    code = (
+        "import sys; print(any(getattr(f, 'sb3_clippedppo_zoo_finder', False) for f in sys.meta_path), 'torch' in sys.modules)"
+    )
     assert check(run(["-c", code], tmp_path)).stdout.split() == ["True", "False"]
     assert check(run(["-c", code], tmp_path, env=HOOK_OFF)).stdout.split() == ["False", "False"]
 

@@ -15,7 +15,9 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 60
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Assert a zero exit status, showing the output's tail otherwise."""
-    assert result.returncode == 0, f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+    assert result.returncode == 0, (
+        f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-5000:]}"
+    )
     return result
 
 
