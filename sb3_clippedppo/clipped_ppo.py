@@ -20,9 +20,9 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
-from torch.nn import functional as F
 
 from sb3_clippedppo.buffers import RolloutBuffer
+from sb3_clippedppo.losses import AnalyticLoss, normalize_advantages, ppo_loss
 from sb3_clippedppo.policies import MlpActorCriticPolicy
 
 SelfClippedPPO = TypeVar("SelfClippedPPO", bound="ClippedPPO")
@@ -33,38 +33,6 @@ class NonFiniteLossError(FloatingPointError, ValueError):
     Raised when an update produces a NaN or infinite loss or gradient; no parameter was changed by it.
     It is a ``ValueError`` too, which the RL Zoo's hyperparameter search treats as a pruned trial.
     """
-
-
-def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
-    r"""
-    PPO's clipped surrogate objective, negated to be minimized (Schulman et al. 2017, eq. 7):
-    :math:`-\mathbb{E}\left[\min\left(r A,\ \text{clip}(r, 1 - \epsilon, 1 + \epsilon) A\right)\right]`.
-
-    The gradient with respect to ``ratio`` vanishes where the clipped term is the minimum, i.e. where
-    ``A > 0 and r > 1 + eps`` or ``A < 0 and r < 1 - eps``.
-
-    :param ratio: probability ratios :math:`r = \pi(a|s) / \pi_{old}(a|s)`, shape ``(B,)``.
-    :param advantages: advantage estimates, shape ``(B,)``.
-    :param clip_range: :math:`\epsilon > 0`.
-    :return: scalar loss.
-    """
-    return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
-
-
-def value_loss_fn(values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, clip_range_vf: float | None) -> th.Tensor:
-    """
-    Mean squared error between value predictions and returns. With ``clip_range_vf``, the prediction is first
-    clipped to ``old_values +- clip_range_vf`` (as in Stable-Baselines3's PPO, which depends on the reward scale).
-
-    :param values: current value predictions, shape ``(B,)``.
-    :param old_values: value predictions at collection time, shape ``(B,)``.
-    :param returns: value targets (GAE returns), shape ``(B,)``.
-    :param clip_range_vf: clipping range (> 0) or None.
-    :return: scalar loss.
-    """
-    if clip_range_vf is not None:
-        values = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
-    return F.mse_loss(returns, values)
 
 
 def _is_number(value: Any) -> bool:
@@ -156,6 +124,8 @@ class ClippedPPO(OnPolicyAlgorithm):
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpActorCriticPolicy}
+    # Transitions per forward pass when computing the values and log-probabilities of a rollout
+    _EVALUATION_CHUNK = 256
     policy: MlpActorCriticPolicy
     rollout_buffer: RolloutBuffer  # type: ignore[assignment]
 
@@ -295,6 +265,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
+        # The update's gradient: closed form (losses.AnalyticLoss) when the policy allows it, else autograd.
+        # Both compute the same loss; set to False to force autograd.
+        self.use_analytic_gradients = AnalyticLoss.supports(self.policy)
 
     def collect_rollouts(
         self,
@@ -333,20 +306,18 @@ class ClippedPPO(OnPolicyAlgorithm):
         env_action_shape = (n_envs, *self.action_space.shape)
         low = self.action_space.low.reshape(-1) if is_box else None  # type: ignore[union-attr]
         high = self.action_space.high.reshape(-1) if is_box else None  # type: ignore[union-attr]
-        # Exploration noise for the whole rollout, drawn at once (standard normal, or Gumbel for Discrete).
-        noise = policy.draw_noise(n_rollout_steps, n_envs, device=self.device)
+        # Exploration noise for the whole rollout, drawn at once (standard normal, or Gumbel for Discrete)
+        noise = policy.draw_noise(n_rollout_steps, n_envs).numpy()
+        # The actor for this rollout (a NumPy copy of its weights when it is a plain MLP)
+        sample_actions = policy.make_rollout_sampler()
         truncated_steps: list[tuple[int, int, np.ndarray]] = []
 
         callback.on_rollout_start()
         n_steps = 0
         while n_steps < n_rollout_steps:
-            with th.no_grad():
-                obs_tensor = policy.preprocess(th.as_tensor(self._last_obs))
-                actions = policy.sample(policy.action_params(obs_tensor), noise[n_steps]).cpu().numpy()
-            if is_box:
-                clipped_actions = np.clip(actions, low, high).reshape(env_action_shape)
-            else:
-                clipped_actions = actions
+            actions = sample_actions(self._last_obs, noise[n_steps])  # type: ignore[arg-type]
+            # np.minimum(np.maximum()) is np.clip without its Python-level overhead
+            clipped_actions = np.minimum(np.maximum(actions, low), high).reshape(env_action_shape) if is_box else actions
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += n_envs
@@ -367,13 +338,18 @@ class ClippedPPO(OnPolicyAlgorithm):
             self._last_episode_starts = dones
 
         with th.no_grad():
-            values, log_probs, _ = policy.evaluate_actions(rollout_buffer.flat_observations(), rollout_buffer.flat_actions())
+            # In chunks, to keep the peak memory of the networks' activations small
+            observations, all_actions = rollout_buffer.flat_observations(), rollout_buffer.flat_actions()
+            values, log_probs = rollout_buffer.values.reshape(-1), rollout_buffer.log_probs.reshape(-1)
+            for start in range(0, rollout_buffer.size, self._EVALUATION_CHUNK):
+                chunk = slice(start, start + self._EVALUATION_CHUNK)
+                chunk_values, chunk_log_probs, _ = policy.evaluate_actions(observations[chunk], all_actions[chunk])
+                values[chunk] = chunk_values.cpu().numpy()
+                log_probs[chunk] = chunk_log_probs.cpu().numpy()
             last_values = policy.value(policy.preprocess(th.as_tensor(new_obs)))
             if truncated_steps:
                 terminal_obs = np.stack([obs for _, _, obs in truncated_steps])
                 terminal_values = policy.value(policy.preprocess(th.as_tensor(terminal_obs))).cpu().numpy()
-        rollout_buffer.values[:] = values.cpu().numpy().reshape(n_rollout_steps, n_envs)
-        rollout_buffer.log_probs[:] = log_probs.cpu().numpy().reshape(n_rollout_steps, n_envs)
         for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values if truncated_steps else [], strict=True):
             rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
         rollout_buffer.compute_returns_and_advantage(last_values=last_values.cpu().numpy(), dones=dones)
@@ -394,9 +370,10 @@ class ClippedPPO(OnPolicyAlgorithm):
         policy.set_training_mode(True)
         policy.ensure_flat_parameters()
         self._update_learning_rate(policy.optimizer)
-        optimizer_params = policy.optimizer_parameters()
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        # Closed-form gradients where the policy allows them (same loss, no autograd bookkeeping), else autograd
+        analytic = AnalyticLoss(policy, self.ent_coef, self.vf_coef) if self.use_analytic_gradients else None
 
         n_batches = -(-self.rollout_buffer.size // self.batch_size)
         # Per evaluated minibatch: policy gradient loss, value loss, entropy loss, approx KL, clip fraction, loss.
@@ -408,24 +385,21 @@ class ClippedPPO(OnPolicyAlgorithm):
 
         for epoch in range(self.n_epochs):
             for batch_index, batch in enumerate(self.rollout_buffer.minibatches(self.batch_size)):
-                values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)
                 advantages = batch.advantages
                 if self.normalize_advantage and len(advantages) > 1:
-                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-
-                # Clipped surrogate objective (Schulman et al. 2017, eq. 7)
-                log_ratio = log_prob - batch.old_log_prob
-                ratio = th.exp(log_ratio)
-                policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
-                value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
-                entropy_loss = -entropy.mean()
-                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                    advantages = normalize_advantages(advantages)
+                if analytic is not None:
+                    terms = analytic.forward(batch, advantages, clip_range, clip_range_vf)
+                else:
+                    terms = ppo_loss(policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef)
 
                 with th.no_grad():
                     # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
-                    approx_kl = ((ratio - 1) - log_ratio).mean()
-                    clip_fraction = ((ratio - 1).abs() > clip_range).float().mean()
-                    stats[row] = th.stack([policy_loss, value_loss, entropy_loss, approx_kl, clip_fraction, loss])
+                    approx_kl = ((terms.ratio - 1) - terms.log_ratio).mean()
+                    clip_fraction = ((terms.ratio - 1).abs() > clip_range).float().mean()
+                    stats[row] = th.stack(
+                        [terms.policy_loss, terms.value_loss, terms.entropy_loss, approx_kl, clip_fraction, terms.loss]
+                    )
                 epoch_of_row[row] = epoch
                 row += 1
 
@@ -438,14 +412,17 @@ class ClippedPPO(OnPolicyAlgorithm):
                         )
                     break
 
-                policy.zero_flat_grad()
-                loss.backward()
-                grad_norm = th.nn.utils.clip_grad_norm_(optimizer_params, self.max_grad_norm)
-                if not th.isfinite(grad_norm):
+                if analytic is not None:
+                    analytic.backward()  # overwrites every gradient
+                else:
+                    policy.zero_flat_grad()
+                    terms.loss.backward()
+                grad_norm = policy.clip_grad_norm_(self.max_grad_norm)
+                if not np.isfinite(grad_norm):
                     raise NonFiniteLossError(
                         f"non-finite loss or gradient in update {self._n_updates // self.n_epochs + 1} "
-                        f"(epoch {epoch}, minibatch {batch_index}): loss={loss.item()}, grad_norm={grad_norm.item()}, "
-                        f"policy_loss={policy_loss.item()}, value_loss={value_loss.item()}; no step was applied"
+                        f"(epoch {epoch}, minibatch {batch_index}): loss={terms.loss.item()}, grad_norm={grad_norm}, "
+                        f"policy_loss={terms.policy_loss.item()}, value_loss={terms.value_loss.item()}; no step was applied"
                     )
                 policy.optimizer.step()
                 grad_steps += 1

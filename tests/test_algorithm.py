@@ -8,7 +8,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_clippedppo import ClippedPPO
-from sb3_clippedppo.clipped_ppo import clipped_surrogate_loss, value_loss_fn
+from sb3_clippedppo.losses import clipped_surrogate_loss, value_loss_fn
 from tests.envs import counter_env
 
 
