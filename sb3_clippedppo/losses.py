@@ -119,13 +119,14 @@ def ppo_loss(
 # ---------------------------------------------------------------------------------------------- closed-form gradients
 
 # Derivative of an activation h = act(z), applied to the incoming gradient: (grad_h, z, h, module) -> grad_z.
+# These are ATen's own backward kernels, which autograd uses for these modules: one kernel each, same numbers.
+_aten = th.ops.aten
 ACTIVATION_BACKWARD: dict[type[nn.Module], Callable[[th.Tensor, th.Tensor, th.Tensor, nn.Module], th.Tensor]] = {
-    nn.Tanh: lambda grad, z, h, module: grad * (1.0 - h * h),
-    nn.ReLU: lambda grad, z, h, module: grad * (z > 0),
-    nn.LeakyReLU: lambda grad, z, h, module: th.where(z > 0, grad, grad * module.negative_slope),  # type: ignore[operator]
-    nn.ELU: lambda grad, z, h, module: th.where(z > 0, grad, grad * (h + module.alpha)),  # type: ignore[operator]
+    nn.Tanh: lambda grad, z, h, module: _aten.tanh_backward(grad, h),
+    nn.ReLU: lambda grad, z, h, module: _aten.threshold_backward(grad, h, 0),
+    nn.LeakyReLU: lambda grad, z, h, module: _aten.leaky_relu_backward(grad, z, module.negative_slope, False),
+    nn.ELU: lambda grad, z, h, module: _aten.elu_backward(grad, module.alpha, 1.0, 1.0, False, z),
 }
-
 Trace = list[tuple[th.Tensor, th.Tensor, th.Tensor]]
 
 

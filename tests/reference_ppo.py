@@ -34,15 +34,14 @@ def reference_train(model: ReferenceActorCritic, optimizer: th.optim.Optimizer, 
     :return: the number of optimizer steps taken.
     """
     n = buffer.size
-    obs = th.as_tensor(buffer.observations.reshape(n, -1))
-    actions = th.as_tensor(buffer.actions.reshape(n, -1))
-    old_values = th.as_tensor(buffer.values.reshape(n))
-    old_log_prob = th.as_tensor(buffer.log_probs.reshape(n))
-    all_advantages = th.as_tensor(buffer.advantages.reshape(n))
-    returns = th.as_tensor(buffer.returns.reshape(n))
+    device = next(model.parameters()).device
+    obs, actions = (th.as_tensor(x.reshape(n, -1), device=device) for x in (buffer.observations, buffer.actions))
+    old_values, old_log_prob, all_advantages, returns = (
+        th.as_tensor(x.reshape(n), device=device) for x in (buffer.values, buffer.log_probs, buffer.advantages, buffer.returns)
+    )
     steps = 0
     for _ in range(hyperparams["n_epochs"]):
-        permutation = th.randperm(n)
+        permutation = th.randperm(n).to(device)  # on the CPU generator, as ClippedPPO's minibatches
         for start in range(0, n, hyperparams["batch_size"]):
             idx = permutation[start : start + hyperparams["batch_size"]]
             mean = model.actor(obs[idx])
