@@ -98,6 +98,7 @@ class RolloutBatch(NamedTuple):
     old_log_prob: th.Tensor  # (B,) float32: log pi_old(a|s)
     advantages: th.Tensor  # (B,) float32
     returns: th.Tensor  # (B,) float32
+    old_distribution: th.Tensor  # (B, P) float32: the rollout policy's distribution parameters (for exact KL)
 
 
 class RolloutBuffer:
@@ -106,7 +107,8 @@ class RolloutBuffer:
 
     Arrays have shape ``(n_steps, n_envs, ...)`` and are filled step by step during collection: observations
     (flattened, float32), raw actions as sampled from the policy (before any clipping to the action bounds),
-    rewards, episode-start flags, value estimates and log-probabilities of the actions under the rollout policy.
+    rewards, episode-start flags, value estimates, log-probabilities of the actions under the rollout policy, and
+    that policy's distribution parameters at each observation (Gaussian means and log standard deviations, or logits).
     :meth:`compute_returns_and_advantage` then fills ``advantages`` and ``returns`` with :func:`compute_gae`.
 
     :param n_steps: steps collected from each environment per rollout, at least 1.
@@ -117,6 +119,7 @@ class RolloutBuffer:
     :param gamma: discount factor used by GAE.
     :param gae_lambda: GAE's lambda.
     :param device: device on which :meth:`minibatches` returns tensors.
+    :param distribution_dim: size of the rollout policy's distribution parameters per observation.
     """
 
     def __init__(
@@ -128,6 +131,7 @@ class RolloutBuffer:
         gamma: float,
         gae_lambda: float,
         device: th.device | str = "cpu",
+        distribution_dim: int = 0,
     ):
         self.n_steps = n_steps
         self.n_envs = n_envs
@@ -146,6 +150,7 @@ class RolloutBuffer:
         self.episode_starts = np.zeros(shape, dtype=np.float32)
         self.values = np.zeros(shape, dtype=np.float32)
         self.log_probs = np.zeros(shape, dtype=np.float32)
+        self.old_distributions = np.zeros((*shape, distribution_dim), dtype=np.float32)
         self.advantages = np.zeros(shape, dtype=np.float32)
         self.returns = np.zeros(shape, dtype=np.float32)
         self.pos = 0
@@ -223,6 +228,7 @@ class RolloutBuffer:
                 th.as_tensor(self.log_probs.reshape(n), device=self.device),
                 th.as_tensor(self.advantages.reshape(n), device=self.device),
                 th.as_tensor(self.returns.reshape(n), device=self.device),
+                th.as_tensor(self.old_distributions.reshape(n, -1), device=self.device),
             )
         ]
         for start in range(0, n, batch_size):

@@ -35,6 +35,48 @@ class NonFiniteLossError(FloatingPointError, ValueError):
     """
 
 
+POLICY_OBJECTIVES = ("clip", "kl_penalty")
+
+
+def adapt_kl_coef(kl_coef: float, kl: float, kl_target: float) -> float:
+    """
+    PPO-Penalty's adaptive KL coefficient (Schulman et al. 2017, section 4), applied after each update: beta is
+    halved when the measured KL is below ``kl_target / 1.5`` and doubled when it is above ``kl_target * 1.5``.
+
+    :param kl_coef: the current beta.
+    :param kl: mean ``KL(pi_old || pi)`` over the rollout's observations after the update.
+    :param kl_target: the paper's d_targ.
+    :return: the new beta.
+    """
+    if kl < kl_target / 1.5:
+        return kl_coef / 2.0
+    if kl > kl_target * 1.5:
+        return kl_coef * 2.0
+    return kl_coef
+
+
+def adapt_lr_scale(lr_scale: float, kl: float, target_kl: float, learning_rate: float, bounds: tuple[float, float]) -> float:
+    """
+    KL-adaptive learning rate (as in rsl_rl and SBX): the learning rate is divided by 1.5 when the KL of an update
+    exceeds ``2 * target_kl`` and multiplied by 1.5 when it is below ``target_kl / 2``, as a factor on the scheduled
+    rate, kept so that the resulting rate stays within ``bounds``.
+
+    :param lr_scale: the current factor.
+    :param kl: mean ``KL(pi_old || pi)`` over the rollout's observations after the update.
+    :param target_kl: the target.
+    :param learning_rate: the scheduled (unscaled) learning rate for the next update.
+    :param bounds: ``(lowest, highest)`` learning rate.
+    :return: the new factor.
+    """
+    if kl > 2.0 * target_kl:
+        lr_scale /= 1.5
+    elif kl < target_kl / 2.0:
+        lr_scale *= 1.5
+    if learning_rate > 0:
+        lr_scale = min(max(lr_scale, bounds[0] / learning_rate), bounds[1] / learning_rate)
+    return lr_scale
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -119,6 +161,20 @@ class ClippedPPO(OnPolicyAlgorithm):
     :param seed: seed for the random number generators.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
     :param _init_setup_model: whether to build the networks at construction.
+
+    Options beyond SB3's PPO (keyword-only; their defaults leave the algorithm above unchanged):
+
+    :param vf_learning_rate: learning rate (or schedule) of the critic's parameters; None: ``learning_rate``.
+        The actor (with ``log_std``) and the critic are separate parameter groups of the one Adam optimizer.
+    :param policy_objective: ``"clip"`` (the clipped surrogate) or ``"kl_penalty"`` (PPO-Penalty, Schulman et al.
+        2017, section 4: ``mean(r * A) - beta * mean(KL(pi_old || pi))`` with the exact KL of the action
+        distributions, and beta adapted after each update by :func:`adapt_kl_coef`).
+    :param kl_coef: PPO-Penalty's initial beta, > 0. The attribute holds the current beta and is saved.
+    :param kl_target: PPO-Penalty's d_targ, > 0.
+    :param kl_adaptive_lr: adapt the learning rates to the KL of each update (:func:`adapt_lr_scale`); needs
+        ``target_kl``. The factor (attribute ``lr_scale``) is saved.
+    :param kl_adaptive_lr_bounds: ``(lowest, highest)`` actor learning rate under ``kl_adaptive_lr``;
+        default ``(1e-5, 1e-2)`` (rsl_rl's).
     :raises TypeError: for unsupported spaces, policies or arguments of the wrong type.
     :raises ValueError: for arguments out of range.
     """
@@ -155,6 +211,13 @@ class ClippedPPO(OnPolicyAlgorithm):
         seed: int | None = None,
         device: th.device | str = "auto",
         _init_setup_model: bool = True,
+        *,
+        vf_learning_rate: float | Schedule | None = None,
+        policy_objective: str = "clip",
+        kl_coef: float = 1.0,
+        kl_target: float = 0.01,
+        kl_adaptive_lr: bool = False,
+        kl_adaptive_lr_bounds: tuple[float, float] = (1e-5, 1e-2),
     ):
         if use_sde:
             raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO")
@@ -172,6 +235,20 @@ class ClippedPPO(OnPolicyAlgorithm):
         if target_kl is not None:
             _check_real("target_kl", target_kl, 0.0, low_open=True)
         _check_int("stats_window_size", stats_window_size, 1)
+        _check_schedule("vf_learning_rate", vf_learning_rate, allow_none=True)
+        if policy_objective not in POLICY_OBJECTIVES:
+            raise ValueError(f"policy_objective must be one of {POLICY_OBJECTIVES}, got {policy_objective!r}")
+        _check_real("kl_coef", kl_coef, 0.0, low_open=True)
+        _check_real("kl_target", kl_target, 0.0, low_open=True)
+        if kl_adaptive_lr and target_kl is None:
+            raise ValueError("kl_adaptive_lr=True needs target_kl (the KL that the learning rate adapts to)")
+        if not (
+            isinstance(kl_adaptive_lr_bounds, (tuple, list))
+            and len(kl_adaptive_lr_bounds) == 2
+            and all(_is_number(b) for b in kl_adaptive_lr_bounds)
+            and 0 < kl_adaptive_lr_bounds[0] < kl_adaptive_lr_bounds[1]
+        ):
+            raise ValueError(f"kl_adaptive_lr_bounds must be (low, high) with 0 < low < high, got {kl_adaptive_lr_bounds!r}")
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, MlpActorCriticPolicy)):
             raise TypeError(f"policy must be 'MlpPolicy' or a subclass of MlpActorCriticPolicy, got {policy!r}")
@@ -215,6 +292,13 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.clip_range_vf = clip_range_vf
         self.normalize_advantage = normalize_advantage
         self.target_kl = target_kl
+        self.vf_learning_rate = vf_learning_rate
+        self.policy_objective = policy_objective
+        self.kl_coef = float(kl_coef)  # PPO-Penalty's current beta (adapted during training)
+        self.kl_target = kl_target
+        self.kl_adaptive_lr = kl_adaptive_lr
+        self.kl_adaptive_lr_bounds = tuple(kl_adaptive_lr_bounds)
+        self.lr_scale = 1.0  # factor on the scheduled learning rates (adapted under kl_adaptive_lr)
         if _init_setup_model:
             self._setup_model()
 
@@ -261,7 +345,9 @@ class ClippedPPO(OnPolicyAlgorithm):
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
             device=self.device,
+            distribution_dim=self.policy.action_dim * (1 if self.policy.is_discrete else 2),
         )
+        self.vf_lr_schedule = None if self.vf_learning_rate is None else FloatSchedule(self.vf_learning_rate)
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
@@ -341,11 +427,14 @@ class ClippedPPO(OnPolicyAlgorithm):
             # In chunks, to keep the peak memory of the networks' activations small
             observations, all_actions = rollout_buffer.flat_observations(), rollout_buffer.flat_actions()
             values, log_probs = rollout_buffer.values.reshape(-1), rollout_buffer.log_probs.reshape(-1)
+            distributions = rollout_buffer.old_distributions.reshape(rollout_buffer.size, -1)
             for start in range(0, rollout_buffer.size, self._EVALUATION_CHUNK):
                 chunk = slice(start, start + self._EVALUATION_CHUNK)
-                chunk_values, chunk_log_probs, _ = policy.evaluate_actions(observations[chunk], all_actions[chunk])
-                values[chunk] = chunk_values.cpu().numpy()
-                log_probs[chunk] = chunk_log_probs.cpu().numpy()
+                x = policy.preprocess(observations[chunk])
+                params = policy.action_params(x)
+                log_probs[chunk] = policy.log_prob_and_entropy(params, all_actions[chunk])[0].cpu().numpy()
+                values[chunk] = policy.value(x).cpu().numpy()
+                distributions[chunk] = policy.distribution_params(params).cpu().numpy()
             last_values = policy.value(policy.preprocess(th.as_tensor(new_obs)))
             if truncated_steps:
                 terminal_obs = np.stack([obs for _, _, obs in truncated_steps])
@@ -369,11 +458,12 @@ class ClippedPPO(OnPolicyAlgorithm):
         policy = self.policy
         policy.set_training_mode(True)
         policy.ensure_flat_parameters()
-        self._update_learning_rate(policy.optimizer)
+        self._update_learning_rates(policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         # Closed-form gradients where the policy allows them (same loss, no autograd bookkeeping), else autograd
-        analytic = AnalyticLoss(policy, self.ent_coef, self.vf_coef) if self.use_analytic_gradients else None
+        use_analytic = self.use_analytic_gradients and self.policy_objective == "clip"
+        analytic = AnalyticLoss(policy, self.ent_coef, self.vf_coef) if use_analytic else None
 
         n_batches = -(-self.rollout_buffer.size // self.batch_size)
         # Per evaluated minibatch: policy gradient loss, value loss, entropy loss, approx KL, clip fraction, loss.
@@ -391,7 +481,10 @@ class ClippedPPO(OnPolicyAlgorithm):
                 if analytic is not None:
                     terms = analytic.forward(batch, advantages, clip_range, clip_range_vf)
                 else:
-                    terms = ppo_loss(policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef)
+                    terms = ppo_loss(
+                        policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef,
+                        policy_objective=self.policy_objective, kl_coef=self.kl_coef,
+                    )  # fmt: skip
 
                 with th.no_grad():
                     # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
@@ -443,7 +536,20 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.logger.record("train/loss", float(stats_np[-1, 5]))
         explained_var = explained_variance(buffer.values.ravel(), buffer.returns.ravel())
         self.logger.record("train/explained_variance", float(explained_var))
-        if not policy.is_discrete:
+        # Exact KL between the rollout policy and the updated one, for the adaptive rules (and std, if per state)
+        if self.policy_objective == "kl_penalty" or self.kl_adaptive_lr or policy.state_dependent_std:
+            kl, std = self._measure_updated_policy()
+            self.logger.record("train/kl", kl)
+            if self.policy_objective == "kl_penalty":
+                self.kl_coef = adapt_kl_coef(self.kl_coef, kl, self.kl_target)
+                self.logger.record("train/kl_coef", self.kl_coef)
+            if self.kl_adaptive_lr:
+                learning_rate = self.lr_schedule(self._current_progress_remaining)
+                self.lr_scale = adapt_lr_scale(self.lr_scale, kl, self.target_kl, learning_rate, self.kl_adaptive_lr_bounds)  # type: ignore[arg-type]
+                self.logger.record("train/lr_scale", self.lr_scale)
+            if policy.state_dependent_std:
+                self.logger.record("train/std", std)
+        if not policy.is_discrete and not policy.state_dependent_std:
             self.logger.record("train/std", th.exp(policy.log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
@@ -452,6 +558,36 @@ class ClippedPPO(OnPolicyAlgorithm):
         # Not in Stable-Baselines3: where KL early stopping fired (-1: it did not) and how many steps were applied
         self.logger.record("train/early_stop_epoch", early_stop_epoch)
         self.logger.record("train/minibatch_updates", grad_steps)
+
+    def _update_learning_rates(self, optimizer: th.optim.Optimizer) -> None:
+        """Set the actor's and the critic's learning rates from their schedules (and ``lr_scale``); log them."""
+        progress = self._current_progress_remaining
+        learning_rate = self.lr_schedule(progress) * self.lr_scale
+        vf_learning_rate = learning_rate if self.vf_lr_schedule is None else self.vf_lr_schedule(progress) * self.lr_scale
+        for group in optimizer.param_groups:
+            group["lr"] = vf_learning_rate if group.get("name") == "critic" else learning_rate
+        self.logger.record("train/learning_rate", learning_rate)
+        if self.vf_lr_schedule is not None:
+            self.logger.record("train/vf_learning_rate", vf_learning_rate)
+
+    @th.no_grad()
+    def _measure_updated_policy(self) -> tuple[float, float]:
+        """
+        Mean exact ``KL(pi_old || pi)`` over the rollout's observations, between the policy that collected the rollout
+        and the updated one, and the updated policy's mean standard deviation there (NaN for Discrete actions).
+        """
+        policy, buffer = self.policy, self.rollout_buffer
+        observations = buffer.flat_observations()
+        old_distributions = th.as_tensor(buffer.old_distributions.reshape(buffer.size, -1), device=self.device)
+        kl_sum, std_sum = 0.0, 0.0
+        for start in range(0, buffer.size, self._EVALUATION_CHUNK):
+            chunk = slice(start, start + self._EVALUATION_CHUNK)
+            params = policy.action_params(policy.preprocess(observations[chunk]))
+            kl_sum += policy.kl_divergence(old_distributions[chunk], params).sum().item()
+            if not policy.is_discrete:
+                log_std = policy.gaussian_params(params)[1]
+                std_sum += th.exp(log_std).mean(dim=-1).expand(params.shape[0]).sum().item()
+        return kl_sum / buffer.size, (std_sum / buffer.size if not policy.is_discrete else float("nan"))
 
     def learn(
         self: SelfClippedPPO,

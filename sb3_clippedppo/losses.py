@@ -93,9 +93,14 @@ def ppo_loss(
     clip_range_vf: float | None,
     ent_coef: float,
     vf_coef: float,
+    policy_objective: str = "clip",
+    kl_coef: float = 0.0,
 ) -> LossTerms:
     """
     The loss for one minibatch, with autograd: ``loss.backward()`` gives the gradients.
+
+    With ``policy_objective="kl_penalty"``, the policy loss is PPO-Penalty's (Schulman et al. 2017, eq. 8):
+    ``-mean(r * A) + kl_coef * mean(KL(pi_old || pi))``, with the exact KL of the action distributions.
 
     :param policy: the policy (any :class:`~sb3_clippedppo.policies.MlpActorCriticPolicy`).
     :param batch: the minibatch.
@@ -104,12 +109,21 @@ def ppo_loss(
     :param clip_range_vf: value clipping range or None.
     :param ent_coef: entropy coefficient.
     :param vf_coef: value loss coefficient.
+    :param policy_objective: ``"clip"`` or ``"kl_penalty"``.
+    :param kl_coef: PPO-Penalty's beta.
     :return: the loss terms.
     """
-    values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)
+    x = policy.preprocess(batch.observations)
+    params = policy.action_params(x)
+    log_prob, entropy = policy.log_prob_and_entropy(params, batch.actions)
+    values = policy.value(x)
     log_ratio = log_prob - batch.old_log_prob
     ratio = th.exp(log_ratio)
-    policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
+    if policy_objective == "kl_penalty":
+        kl = policy.kl_divergence(batch.old_distribution, params)
+        policy_loss = -(ratio * advantages).mean() + kl_coef * kl.mean()
+    else:
+        policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
     value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
     entropy_loss = -entropy.mean()
     loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
@@ -156,8 +170,9 @@ def mlp_backward(layers: list[Layer], trace: Trace, grad_out: th.Tensor) -> None
 
 class AnalyticLoss:
     """
-    :func:`ppo_loss` with closed-form gradients, for an :class:`~sb3_clippedppo.policies.MlpActorCriticPolicy` with
-    Box actions whose networks :func:`mlp_layers` accepts (check :meth:`supports` first). Per minibatch, call
+    :func:`ppo_loss` (clip objective) with closed-form gradients, for an
+    :class:`~sb3_clippedppo.policies.MlpActorCriticPolicy` with Box actions, a state-independent ``log_std`` and
+    networks that :func:`~sb3_clippedppo.policies.mlp_layers` accepts (check :meth:`supports` first). Per minibatch, call
     :meth:`forward` (no autograd graph is built) and, when the step is to be taken, :meth:`backward`.
 
     :param policy: the policy; its parameters' ``.grad`` must be tensors (the flat gradient views).
@@ -181,6 +196,7 @@ class AnalyticLoss:
         return (
             type(policy) is MlpActorCriticPolicy
             and not policy.is_discrete
+            and not policy.state_dependent_std
             and mlp_layers(policy.actor, ACTIVATION_BACKWARD) is not None
             and mlp_layers(policy.critic, ACTIVATION_BACKWARD) is not None
         )

@@ -18,6 +18,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Range of a state-dependent log standard deviation (as Stable-Baselines3's SAC): std in [2e-9, 7.4]
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 
 def gaussian_log_prob(actions: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
@@ -65,6 +67,35 @@ def categorical_entropy(logits: th.Tensor) -> th.Tensor:
     """
     log_p = th.log_softmax(logits, dim=-1)
     return -(log_p.exp() * log_p).sum(dim=-1)
+
+
+def gaussian_kl(mean_p: th.Tensor, log_std_p: th.Tensor, mean_q: th.Tensor, log_std_q: th.Tensor) -> th.Tensor:
+    r"""
+    :math:`KL(p \,\|\, q)` between diagonal Gaussians, summed over action dimensions:
+    :math:`\sum_j \log\frac{\sigma_{q,j}}{\sigma_{p,j}}
+    + \frac{\sigma_{p,j}^2 + (\mu_{p,j} - \mu_{q,j})^2}{2 \sigma_{q,j}^2} - \frac12`.
+
+    :param mean_p: means of p, shape ``(B, k)``.
+    :param log_std_p: log standard deviations of p, shape ``(B, k)`` or ``(k,)``.
+    :param mean_q: means of q, shape ``(B, k)``.
+    :param log_std_q: log standard deviations of q, shape ``(B, k)`` or ``(k,)``.
+    :return: KL divergences in nats, shape ``(B,)``.
+    """
+    variance_ratio = th.exp(2.0 * (log_std_p - log_std_q))
+    squared_distance = ((mean_p - mean_q) * th.exp(-log_std_q)) ** 2
+    return (log_std_q - log_std_p + 0.5 * (variance_ratio + squared_distance) - 0.5).sum(dim=-1)
+
+
+def categorical_kl(logits_p: th.Tensor, logits_q: th.Tensor) -> th.Tensor:
+    r"""
+    :math:`KL(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j)` between categorical distributions given by logits.
+
+    :param logits_p: shape ``(B, n)``.
+    :param logits_q: shape ``(B, n)``.
+    :return: KL divergences in nats, shape ``(B,)``.
+    """
+    log_p = th.log_softmax(logits_p, dim=-1)
+    return (log_p.exp() * (log_p - th.log_softmax(logits_q, dim=-1))).sum(dim=-1)
 
 
 def build_mlp(input_dim: int, hidden_sizes: list[int], output_dim: int, activation_fn: type[nn.Module]) -> nn.Sequential:
@@ -188,6 +219,8 @@ class MlpActorCriticPolicy(BasePolicy):
 
     - Box actions: the actor outputs the mean of a diagonal Gaussian whose log standard deviation ``log_std``
       is a free, state-independent parameter of shape ``(action_dim,)``, initialized to ``log_std_init``.
+      With ``state_dependent_std=True`` the actor outputs the log standard deviation too (its second half),
+      clamped to ``[LOG_STD_MIN, LOG_STD_MAX] = [-20, 2]``, with the output bias initialized to ``log_std_init``.
       Sampled actions are not squashed; they are clipped to the action bounds only when sent to the environment.
     - Discrete actions: the actor outputs the logits of a categorical distribution.
 
@@ -202,6 +235,7 @@ class MlpActorCriticPolicy(BasePolicy):
     :param activation_fn: activation class for hidden layers (default ``nn.Tanh``).
     :param ortho_init: whether to use orthogonal initialization.
     :param log_std_init: initial value of ``log_std`` (Box actions only).
+    :param state_dependent_std: whether the actor outputs the log standard deviation per state (Box actions only).
     :param optimizer_class: optimizer class (default Adam with eps=1e-5, as SB3's PPO).
     :param optimizer_kwargs: extra optimizer arguments, excluding the learning rate.
     :raises TypeError: for unsupported spaces or arguments of the wrong type.
@@ -216,6 +250,7 @@ class MlpActorCriticPolicy(BasePolicy):
         activation_fn: type[nn.Module] = nn.Tanh,
         ortho_init: bool = True,
         log_std_init: float = 0.0,
+        state_dependent_std: bool = False,
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
     ):
@@ -242,14 +277,21 @@ class MlpActorCriticPolicy(BasePolicy):
         self.obs_dim = int(np.prod(observation_space.shape))
         self.is_discrete = isinstance(action_space, spaces.Discrete)
         self.action_dim = int(action_space.n) if self.is_discrete else int(np.prod(action_space.shape))
+        if state_dependent_std and self.is_discrete:
+            raise ValueError("state_dependent_std=True needs a Box action space (it sets a Gaussian's std)")
+        self.state_dependent_std = bool(state_dependent_std)
 
         pi_sizes, vf_sizes = parse_net_arch(net_arch)
-        self.actor = build_mlp(self.obs_dim, pi_sizes, self.action_dim, activation_fn)
+        actor_outputs = 2 * self.action_dim if self.state_dependent_std else self.action_dim
+        self.actor = build_mlp(self.obs_dim, pi_sizes, actor_outputs, activation_fn)
         self.critic = build_mlp(self.obs_dim, vf_sizes, 1, activation_fn)
-        if not self.is_discrete:
+        if not self.is_discrete and not self.state_dependent_std:
             self.log_std = nn.Parameter(th.full((self.action_dim,), self.log_std_init))
         if ortho_init:
             self._orthogonal_init()
+        if self.state_dependent_std:
+            with th.no_grad():
+                self.actor[-1].bias[self.action_dim :] = self.log_std_init
 
         self._flatten_parameters()
         self.optimizer = self._make_optimizer(lr_schedule(1))
@@ -265,7 +307,8 @@ class MlpActorCriticPolicy(BasePolicy):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The actor's parameters (including ``log_std``) and the critic's, in a fixed order."""
-        actor = list(self.actor.parameters()) + ([] if self.is_discrete else [self.log_std])
+        has_log_std = not self.is_discrete and not self.state_dependent_std
+        actor = list(self.actor.parameters()) + ([self.log_std] if has_log_std else [])
         return {"actor": actor, "critic": list(self.critic.parameters())}
 
     def _make_optimizer(self, learning_rate: float) -> th.optim.Optimizer:
@@ -395,8 +438,49 @@ class MlpActorCriticPolicy(BasePolicy):
         return obs.to(device=self._flat_data.device, dtype=th.float32).reshape(-1, self.obs_dim)
 
     def action_params(self, obs: th.Tensor) -> th.Tensor:
-        """Gaussian means ``(B, action_dim)`` (Box) or logits ``(B, n)`` (Discrete) for observations ``(B, obs_dim)``."""
+        """
+        The actor's output for preprocessed observations ``(B, obs_dim)``: Gaussian means ``(B, action_dim)`` (Box),
+        means and log standard deviations ``(B, 2 * action_dim)`` (Box with ``state_dependent_std``), or logits
+        ``(B, n)`` (Discrete).
+        """
         return self.actor(obs)
+
+    def gaussian_params(self, params: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        ``(mean, log_std)`` of the Gaussian from :meth:`action_params`' output (Box actions).
+
+        :return: means ``(B, action_dim)`` and log standard deviations ``(action_dim,)`` (state-independent) or
+            ``(B, action_dim)`` (state-dependent, clamped to ``[LOG_STD_MIN, LOG_STD_MAX]``).
+        """
+        if self.state_dependent_std:
+            mean, log_std = params.split(self.action_dim, dim=-1)
+            return mean, th.clamp(log_std, LOG_STD_MIN, LOG_STD_MAX)
+        return params, self.log_std
+
+    def distribution_params(self, params: th.Tensor) -> th.Tensor:
+        """
+        Everything that defines the action distributions, per observation, as one tensor: ``[mean, log_std]`` of
+        shape ``(B, 2 * action_dim)`` (Box) or the logits ``(B, n)`` (Discrete). The rollout buffer keeps them for
+        :meth:`kl_divergence`.
+        """
+        if self.is_discrete:
+            return params
+        mean, log_std = self.gaussian_params(params)
+        return th.cat([mean, log_std.expand_as(mean)], dim=-1)
+
+    def kl_divergence(self, old_distribution: th.Tensor, params: th.Tensor) -> th.Tensor:
+        """
+        Exact ``KL(pi_old(.|s) || pi(.|s))`` per observation.
+
+        :param old_distribution: :meth:`distribution_params` of the old policy, shape ``(B, P)``.
+        :param params: :meth:`action_params` of the current policy for the same observations.
+        :return: shape ``(B,)``, in nats.
+        """
+        if self.is_discrete:
+            return categorical_kl(old_distribution, params)
+        mean, log_std = self.gaussian_params(params)
+        old_mean, old_log_std = old_distribution.split(self.action_dim, dim=-1)
+        return gaussian_kl(old_mean, old_log_std, mean, log_std)
 
     def value(self, obs: th.Tensor) -> th.Tensor:
         """State values ``V(s)``, shape ``(B,)``, for preprocessed observations ``(B, obs_dim)``."""
@@ -416,8 +500,9 @@ class MlpActorCriticPolicy(BasePolicy):
         """
         if self.is_discrete:
             return categorical_log_prob(params, actions), categorical_entropy(params)
-        log_prob = gaussian_log_prob(actions, params, self.log_std)
-        return log_prob, gaussian_entropy(self.log_std).expand(log_prob.shape[0])
+        mean, log_std = self.gaussian_params(params)
+        log_prob = gaussian_log_prob(actions, mean, log_std)
+        return log_prob, gaussian_entropy(log_std).expand(log_prob.shape[0])
 
     def evaluate_actions(self, obs: th.Tensor, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
@@ -442,7 +527,8 @@ class MlpActorCriticPolicy(BasePolicy):
         """
         if self.is_discrete:
             return th.argmax(params + noise, dim=-1)
-        return params + th.exp(self.log_std) * noise
+        mean, log_std = self.gaussian_params(params)
+        return mean + th.exp(log_std) * noise
 
     def draw_noise(self, *batch_shape: int, device: th.device | str = "cpu") -> th.Tensor:
         """
@@ -482,9 +568,17 @@ class MlpActorCriticPolicy(BasePolicy):
             return torch_sampler
 
         actor = NumpyMLP(layers)
-        obs_dim = self.obs_dim
+        obs_dim, action_dim = self.obs_dim, self.action_dim
         if self.is_discrete:
             return lambda obs, noise: np.argmax(actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + noise, axis=-1)
+        if self.state_dependent_std:
+
+            def state_dependent_sampler(obs: np.ndarray, noise: np.ndarray) -> np.ndarray:
+                out = actor(np.asarray(obs, np.float32).reshape(-1, obs_dim))
+                log_std = np.clip(out[:, action_dim:], LOG_STD_MIN, LOG_STD_MAX)
+                return out[:, :action_dim] + np.exp(log_std) * noise
+
+            return state_dependent_sampler
         std = np.exp(self.log_std.detach().cpu().numpy())
         return lambda obs, noise: actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + std * noise
 
@@ -504,7 +598,7 @@ class MlpActorCriticPolicy(BasePolicy):
 
     def _select(self, params: th.Tensor, deterministic: bool) -> th.Tensor:
         if deterministic:
-            return th.argmax(params, dim=-1) if self.is_discrete else params
+            return th.argmax(params, dim=-1) if self.is_discrete else self.gaussian_params(params)[0]
         return self.sample(params, self.draw_noise(params.shape[0], device=params.device))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
@@ -520,6 +614,7 @@ class MlpActorCriticPolicy(BasePolicy):
             activation_fn=self.activation_fn,
             ortho_init=self.ortho_init,
             log_std_init=self.log_std_init,
+            state_dependent_std=self.state_dependent_std,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
         )

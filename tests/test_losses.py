@@ -28,7 +28,9 @@ def make_batch(policy: MlpActorCriticPolicy, n: int, seed: int) -> RolloutBatch:
     old_values = values + 0.3 * th.randn(n, generator=gen)
     returns = values + th.randn(n, generator=gen)
     advantages = th.randn(n, generator=gen)
-    return RolloutBatch(obs, actions, old_values, old_log_prob, advantages, returns)
+    with th.no_grad():
+        old_distribution = policy.distribution_params(policy.action_params(obs)) + 0.1 * th.randn(n, 6, generator=gen)
+    return RolloutBatch(obs, actions, old_values, old_log_prob, advantages, returns, old_distribution)
 
 
 def flat_grad_of(policy: MlpActorCriticPolicy) -> th.Tensor:
