@@ -68,20 +68,27 @@ def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         policy_kwargs["net_arch"] = NET_ARCHS[params.pop("net_arch")]
     if "activation_fn" in params:
         policy_kwargs["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[params.pop("activation_fn")]
-    for name in ("log_std_init", "ortho_init"):
+    for name in ("log_std_init", "ortho_init", "state_dependent_std"):
         if name in params:
             policy_kwargs[name] = params.pop(name)
+    vf_lr_multiplier = params.pop("vf_lr_multiplier", 1)
+    if vf_lr_multiplier != 1 and "learning_rate" in params:
+        hyperparams["vf_learning_rate"] = params["learning_rate"] * vf_lr_multiplier
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
-    hyperparams.update(params)  # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl
+    # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl, policy_objective, kl_coef,
+    # kl_target, kl_adaptive_lr
+    hyperparams.update(params)
     return hyperparams
 
 
 def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional_args: dict) -> dict[str, Any]:
     """
     Optuna sampler for ``python -m rl_zoo3.train --algo clippedppo --optimize``: the ranges of the Zoo's PPO
-    sampler, plus ClippedPPO's ``target_kl``, ``vf_coef``, ``log_std_init`` and ``ortho_init``. A ``batch_size``
-    larger than the rollout (``n_steps * n_envs``) is reduced to it.
+    sampler, plus ``target_kl``, ``vf_coef``, ``log_std_init``, ``ortho_init`` and ClippedPPO's own options: a
+    value learning rate (1, 3 or 10 times ``learning_rate``), the policy objective (clip, or PPO-Penalty with its
+    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` and, with a ``target_kl``, ``kl_adaptive_lr``.
+    A ``batch_size`` larger than the rollout (``n_steps * n_envs``) is reduced to it.
 
     :param trial: the Optuna trial.
     :param n_actions: unused (the Zoo's sampler signature).
@@ -105,7 +112,15 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
         "ortho_init": trial.suggest_categorical("ortho_init", [False, True]),
         "net_arch": trial.suggest_categorical("net_arch", list(NET_ARCHS)),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
+        "vf_lr_multiplier": trial.suggest_categorical("vf_lr_multiplier", [1, 3, 10]),
+        "state_dependent_std": trial.suggest_categorical("state_dependent_std", [False, True]),
+        "policy_objective": trial.suggest_categorical("policy_objective", ["clip", "kl_penalty"]),
     }
+    if sampled["policy_objective"] == "kl_penalty":
+        sampled["kl_coef"] = trial.suggest_categorical("kl_coef", [0.3, 1.0, 3.0])
+        sampled["kl_target"] = trial.suggest_categorical("kl_target", [0.003, 0.01, 0.03])
+    if sampled["target_kl"] is not None:
+        sampled["kl_adaptive_lr"] = trial.suggest_categorical("kl_adaptive_lr", [False, True])
     hyperparams = convert_clippedppo_params(sampled)
     hyperparams["batch_size"] = min(hyperparams["batch_size"], hyperparams["n_steps"] * n_envs)
     for name in ("gamma", "gae_lambda", "n_steps", "batch_size"):

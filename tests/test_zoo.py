@@ -124,7 +124,7 @@ def test_dm_control_walker_walk_trains(tmp_path):
                "-n", "5000", "--eval-freq", "-1", "--seed", "0"], tmp_path))  # fmt: skip
     run_dir = tmp_path / "logs" / "clippedppo" / "dm_control-walker-walk-v0_1"
     config = dict(yaml.load((run_dir / "dm_control-walker-walk-v0" / "config.yml").read_text(), Loader=yaml.UnsafeLoader))
-    assert config["n_steps"] == 5000 and config["target_kl"] == 0.01
+    assert config["n_steps"] == 5000 and config["target_kl"] == 0.01 and config["vf_learning_rate"] == 1e-3
     assert (run_dir / "dm_control-walker-walk-v0.zip").exists()
 
 
@@ -204,15 +204,21 @@ def test_hook_switch_values(monkeypatch, value, expected):
 def test_sampler_bounds_batch_size_and_covers_target_kl():
     optuna = pytest.importorskip("optuna")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    seen_target_kl = set()
-    for _ in range(30):
+    seen: dict[str, set] = {}
+    for _ in range(40):
         trial = study.ask()
         params = zoo.sample_clippedppo_params(trial, n_actions=1, n_envs=1, additional_args={})
         assert 2 <= params["batch_size"] <= params["n_steps"]
         assert 0 < params["gamma"] < 1 and 0 < params["gae_lambda"] < 1
-        seen_target_kl.add(params["target_kl"])
+        assert not params.get("kl_adaptive_lr") or params["target_kl"] is not None
+        for name in ("target_kl", "policy_objective", "kl_adaptive_lr"):
+            seen.setdefault(name, set()).add(params.get(name))
+        seen.setdefault("state_dependent_std", set()).add(params["policy_kwargs"]["state_dependent_std"])
+        seen.setdefault("vf_learning_rate", set()).add("vf_learning_rate" in params)
         study.tell(trial, 0.0)
-    assert None in seen_target_kl and len(seen_target_kl) > 2
+    assert None in seen["target_kl"] and len(seen["target_kl"]) > 2
+    assert seen["policy_objective"] == {"clip", "kl_penalty"} and {True, False} <= seen["kl_adaptive_lr"]
+    assert seen["state_dependent_std"] == {False, True} and seen["vf_learning_rate"] == {False, True}
     # The converter maps the stored raw parameters back to the same arguments (what --trial-id loads)
     converted = zoo.convert_clippedppo_params(study.trials[0].params)
     assert converted["n_steps"] == 2 ** study.trials[0].params["n_steps_pow"]

@@ -1,0 +1,235 @@
+"""Options beyond SB3's PPO: separate value learning rate, PPO-Penalty, state-dependent std, KL-adaptive learning rate."""
+
+import json
+
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_clippedppo import ClippedPPO
+from sb3_clippedppo.clipped_ppo import adapt_kl_coef, adapt_lr_scale
+from sb3_clippedppo.losses import AnalyticLoss
+from sb3_clippedppo.policies import LOG_STD_MAX, LOG_STD_MIN, MlpActorCriticPolicy, categorical_kl, gaussian_kl
+from tests.defaults_fingerprint import PATH, RUNS, fingerprint, run
+from tests.helpers import RecordingLogger
+
+SMALL = dict(n_steps=128, batch_size=64, n_epochs=2, seed=0)
+
+
+def small_model(**kwargs) -> ClippedPPO:
+    return ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), **{**SMALL, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------------ defaults unchanged
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_defaults_reproduce_the_runs_recorded_before_the_options_bit_for_bit(name):
+    expected = json.loads(PATH.read_text())[name]
+    assert fingerprint(run(name)) == expected
+
+
+def test_options_at_their_defaults_change_nothing():
+    def params(**options):
+        model = small_model(**options)
+        model.learn(512)
+        return model.policy.parameters_to_vector()
+
+    explicit = dict(vf_learning_rate=None, policy_objective="clip", kl_coef=1.0, kl_target=0.01, kl_adaptive_lr=False)
+    np.testing.assert_array_equal(params(), params(**explicit, policy_kwargs=dict(state_dependent_std=False)))
+
+
+# ------------------------------------------------------------------------------------------------ vf_learning_rate
+
+
+def test_actor_and_critic_get_their_own_learning_rates_and_schedules():
+    model = small_model(learning_rate=lambda p: 1e-4 * p, vf_learning_rate=lambda p: 1e-3 * p)
+    logger = RecordingLogger(model)
+    model.learn(256)
+    groups = {g["name"]: g["lr"] for g in model.policy.optimizer.param_groups}
+    progress = model._current_progress_remaining
+    assert groups == pytest.approx({"actor": 1e-4 * progress, "critic": 1e-3 * progress})
+    record = logger.train_records()[-1]
+    assert record["train/learning_rate"] == pytest.approx(1e-4 * progress)
+    assert record["train/vf_learning_rate"] == pytest.approx(1e-3 * progress)
+
+
+def test_a_tiny_value_learning_rate_freezes_only_the_critic():
+    model = small_model(learning_rate=1e-3, vf_learning_rate=1e-12)
+    actor_before = [p.detach().clone() for p in model.policy.actor.parameters()]
+    critic_before = [p.detach().clone() for p in model.policy.critic.parameters()]
+    model.learn(128)
+
+    def change(before, network):
+        return max((a - b).abs().max().item() for a, b in zip(before, network.parameters(), strict=True))
+
+    actor_change, critic_change = change(actor_before, model.policy.actor), change(critic_before, model.policy.critic)
+    assert actor_change > 1e-4 and critic_change < 1e-9
+
+
+# ------------------------------------------------------------------------------------------------ PPO-Penalty
+
+
+@pytest.mark.parametrize(
+    "kl, expected",
+    [(0.01 / 1.5 - 1e-6, 0.5), (0.01 / 1.5 + 1e-6, 1.0), (0.01, 1.0), (0.015 - 1e-6, 1.0), (0.015 + 1e-6, 2.0), (0.0, 0.5)],
+)
+def test_kl_coefficient_rule(kl, expected):
+    # beta halves below d_targ / 1.5 and doubles above d_targ * 1.5 (Schulman et al. 2017, section 4)
+    assert adapt_kl_coef(1.0, kl, kl_target=0.01) == expected
+
+
+def test_exact_kl_matches_torch_distributions():
+    gen = th.Generator().manual_seed(0)
+    mean_p, mean_q = th.randn(32, 4, generator=gen), th.randn(32, 4, generator=gen)
+    log_std_p, log_std_q = th.randn(32, 4, generator=gen) * 0.5, th.randn(4, generator=gen) * 0.5
+    expected = th.distributions.kl_divergence(
+        th.distributions.Normal(mean_p, log_std_p.exp()), th.distributions.Normal(mean_q, log_std_q.exp().expand(32, 4))
+    ).sum(-1)
+    th.testing.assert_close(gaussian_kl(mean_p, log_std_p, mean_q, log_std_q), expected, rtol=1e-5, atol=1e-6)
+    logits_p, logits_q = th.randn(32, 5, generator=gen), th.randn(32, 5, generator=gen)
+    expected = th.distributions.kl_divergence(
+        th.distributions.Categorical(logits=logits_p), th.distributions.Categorical(logits=logits_q)
+    )
+    th.testing.assert_close(categorical_kl(logits_p, logits_q), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_penalty_mode_adapts_logs_and_saves_beta(tmp_path):
+    model = small_model(policy_objective="kl_penalty", kl_coef=3.0, kl_target=0.01)
+    logger = RecordingLogger(model)
+    model.learn(512)
+    records = logger.train_records()
+    betas = [r["train/kl_coef"] for r in records]
+    kls = [r["train/kl"] for r in records]
+    # Replay the rule on the logged KLs: beta follows it exactly
+    beta = 3.0
+    for kl, logged in zip(kls, betas, strict=True):
+        beta = adapt_kl_coef(beta, kl, 0.01)
+        assert logged == beta
+    assert model.kl_coef == beta != 3.0
+    model.save(tmp_path / "penalty")
+    loaded = ClippedPPO.load(tmp_path / "penalty")
+    assert loaded.kl_coef == model.kl_coef and loaded.policy_objective == "kl_penalty"
+
+
+def test_target_kl_early_stopping_works_in_penalty_mode():
+    model = small_model(policy_objective="kl_penalty", target_kl=1e-8, n_epochs=4)
+    logger = RecordingLogger(model)
+    model.learn(128)
+    record = logger.train_records()[-1]
+    assert record["train/minibatch_updates"] == 1 and record["train/early_stop_epoch"] == 0
+
+
+# ------------------------------------------------------------------------------------------------ state-dependent std
+
+
+def make_policy(**kwargs) -> MlpActorCriticPolicy:
+    return MlpActorCriticPolicy(
+        spaces.Box(-np.inf, np.inf, (5,), np.float32), spaces.Box(-1, 1, (3,), np.float32), lambda _: 1e-3, **kwargs
+    )
+
+
+def test_state_dependent_std_depends_on_the_state_and_starts_at_log_std_init():
+    policy = make_policy(state_dependent_std=True, log_std_init=-1.0)
+    assert not hasattr(policy, "log_std") and policy.actor[-1].out_features == 6
+    obs = th.randn(10, 5) * 3
+    with th.no_grad():
+        _, log_std = policy.gaussian_params(policy.action_params(obs))
+    assert log_std.shape == (10, 3)
+    th.testing.assert_close(log_std, th.full((10, 3), -1.0), atol=0.2, rtol=0)  # output weights have gain 0.01
+    with th.no_grad():
+        policy.actor[-1].weight.normal_()
+        _, log_std = policy.gaussian_params(policy.action_params(obs))
+    assert log_std.std(dim=0).min() > 0.1  # different states, different stds
+    with th.no_grad():
+        policy.actor[-1].bias[3:] = 100.0
+        assert policy.gaussian_params(policy.action_params(obs))[1].max() == LOG_STD_MAX
+        policy.actor[-1].bias[3:] = -100.0
+        assert policy.gaussian_params(policy.action_params(obs))[1].min() == LOG_STD_MIN
+
+
+def test_state_dependent_std_sampler_matches_torch_sampling():
+    policy = make_policy(state_dependent_std=True)
+    with th.no_grad():
+        policy.actor[-1].weight.normal_()
+    obs = np.random.default_rng(0).normal(size=(4, 5)).astype(np.float32)
+    noise = policy.draw_noise(4)
+    with th.no_grad():
+        expected = policy.sample(policy.action_params(th.as_tensor(obs)), noise).numpy()
+    np.testing.assert_allclose(policy.make_rollout_sampler()(obs, noise.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_state_dependent_std_trains_with_autograd_and_round_trips(tmp_path):
+    model = small_model(policy_kwargs=dict(state_dependent_std=True, log_std_init=-0.5))
+    assert not AnalyticLoss.supports(model.policy) and not model.use_analytic_gradients
+    logger = RecordingLogger(model)
+    model.learn(256)
+    assert 0.0 < logger.train_records()[-1]["train/std"] < 2.0
+    obs = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    actions, _ = model.predict(obs, deterministic=True)
+    model.save(tmp_path / "sds")
+    loaded = ClippedPPO.load(tmp_path / "sds")
+    assert loaded.policy.state_dependent_std
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], actions)
+
+
+# ------------------------------------------------------------------------------------------------ KL-adaptive learning rate
+
+
+@pytest.mark.parametrize(
+    "kl, expected",
+    [(0.021, 1 / 1.5), (0.019, 1.0), (0.01, 1.0), (0.0051, 1.0), (0.0049, 1.5), (0.0, 1.5)],
+)
+def test_kl_adaptive_lr_rule(kl, expected):
+    # divided by 1.5 above 2 * target_kl, multiplied by 1.5 below target_kl / 2
+    assert adapt_lr_scale(1.0, kl, target_kl=0.01, learning_rate=1e-3, bounds=(1e-5, 1e-2)) == pytest.approx(expected)
+
+
+def test_kl_adaptive_lr_bounds():
+    # lr = 1e-3 * scale stays within [1e-4, 2e-3]
+    assert adapt_lr_scale(1.9, 0.0, 0.01, 1e-3, (1e-4, 2e-3)) == pytest.approx(2.0)
+    assert adapt_lr_scale(0.11, 1.0, 0.01, 1e-3, (1e-4, 2e-3)) == pytest.approx(0.1)
+
+
+def test_kl_adaptive_lr_applies_logs_and_saves_the_scale(tmp_path):
+    model = small_model(learning_rate=3e-4, target_kl=0.05, kl_adaptive_lr=True)
+    logger = RecordingLogger(model)
+    model.learn(512)
+    records = logger.train_records()
+    scale = 1.0
+    for record in records:
+        # The rate used in an update is the schedule times the factor set by the previous updates
+        assert record["train/learning_rate"] == pytest.approx(3e-4 * scale)
+        scale = adapt_lr_scale(scale, record["train/kl"], 0.05, 3e-4, (1e-5, 1e-2))
+        assert record["train/lr_scale"] == pytest.approx(scale)
+    assert model.lr_scale == pytest.approx(scale) and scale != 1.0
+    model.save(tmp_path / "adaptive")
+    assert ClippedPPO.load(tmp_path / "adaptive").lr_scale == model.lr_scale
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(policy_objective="penalty"), ValueError, r"policy_objective must be one of \('clip', 'kl_penalty'\)"),
+        (dict(kl_coef=0.0), ValueError, r"kl_coef must be in \(0.0, inf\)"),
+        (dict(kl_coef=-1.0), ValueError, r"kl_coef must be in \(0.0, inf\)"),
+        (dict(kl_target=0.0), ValueError, r"kl_target must be in \(0.0, inf\)"),
+        (dict(kl_adaptive_lr=True), ValueError, r"kl_adaptive_lr=True needs target_kl"),
+        (dict(kl_adaptive_lr=True, target_kl=0.01, kl_adaptive_lr_bounds=(1e-2, 1e-5)), ValueError, r"0 < low < high"),
+        (dict(vf_learning_rate=0.0), ValueError, r"vf_learning_rate must be > 0"),
+        (dict(vf_learning_rate="1e-3"), TypeError, r"vf_learning_rate must be a positive number"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        small_model(**kwargs)
+
+
+def test_state_dependent_std_needs_box_actions():
+    with pytest.raises(ValueError, match="state_dependent_std=True needs a Box action space"):
+        ClippedPPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(state_dependent_std=True))
