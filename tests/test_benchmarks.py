@@ -88,6 +88,19 @@ def test_report_from_tiny_sweep(sweep, tmp_path):
     assert "| ClippedPPO | 2 |" in text and "steps to 500 (median)" in text and "cores" in text
 
 
+def test_report_option_rows_are_compared_with_plain_clippedppo(sweep, tmp_path):
+    out, _ = sweep
+    # The same runs labelled as an option: the option section compares them with the unlabelled ClippedPPO rows
+    numbers = report.main(["--runs", str(out), "--runs", f"{out}=same", "--out", str(tmp_path)])
+    options = numbers["envs"]["CartPole-v1 options"]
+    assert set(options["final_returns"]) == {"clippedppo", "clippedppo[same]"}
+    assert options["final_returns"]["clippedppo"] == options["final_returns"]["clippedppo[same]"]
+    assert options["probability_of_improvement"]["clippedppo[same],clippedppo"] == pytest.approx(0.5)
+    text = (tmp_path / "report.md").read_text()
+    assert "## CartPole-v1: ClippedPPO's options against plain ClippedPPO" in text and "ClippedPPO + same" in text
+    assert (tmp_path / "curves_options_CartPole-v1.png").exists()
+
+
 def test_steps_to_reach_and_interval():
     fake = {"eval_steps": np.array([10, 20, 30]), "returns": np.array([1.0, 5.0, 3.0])}
     assert report.steps_to_reach(fake, 4.0) == 20 and report.steps_to_reach(fake, 9.0) is None
