@@ -14,6 +14,7 @@ from sb3_clippedppo.losses import AnalyticLoss
 from sb3_clippedppo.policies import LOG_STD_MAX, LOG_STD_MIN, MlpActorCriticPolicy, categorical_kl, gaussian_kl
 from tests.defaults_fingerprint import PATH, RUNS, fingerprint, run
 from tests.helpers import RecordingLogger
+from tests.test_learning import PENDULUM
 
 SMALL = dict(n_steps=128, batch_size=64, n_epochs=2, seed=0)
 
@@ -237,8 +238,6 @@ def test_state_dependent_std_needs_box_actions():
 
 # ------------------------------------------------------------------------------------------------ learning
 
-PENDULUM = dict(n_steps=1024, gae_lambda=0.95, gamma=0.9, n_epochs=10, learning_rate=1e-3, clip_range=0.2, seed=0)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
@@ -258,7 +257,7 @@ def test_each_option_learns_pendulum(option, threshold):
     from stable_baselines3.common.evaluation import evaluate_policy
 
     th.set_num_threads(1)
-    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), **{**PENDULUM, **option})
+    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), seed=0, **{**PENDULUM, **option})
     model.learn(200_000)
     mean_return, _ = evaluate_policy(model, make_vec_env("Pendulum-v1", n_envs=1, seed=100), n_eval_episodes=20)
     assert mean_return >= threshold, mean_return
