@@ -8,6 +8,7 @@ GAE, Gaussian policy and update are this package's own; callbacks, logging, vect
 
 import inspect
 import numbers
+import warnings
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -285,6 +286,11 @@ class ClippedPPO(OnPolicyAlgorithm):
                 raise ValueError(
                     f"batch_size must be in [2, n_steps * n_envs] = [2, {buffer_size}], got {batch_size} "
                     f"(n_steps={n_steps}, n_envs={self.n_envs})"
+                )
+            if buffer_size % batch_size:
+                warnings.warn(
+                    f"batch_size={batch_size} does not divide n_steps * n_envs = {buffer_size}: each epoch ends with a "
+                    f"minibatch of {buffer_size % batch_size} (as in SB3's PPO); a batch_size that divides it avoids that"
                 )
         self.batch_size = batch_size
         self.n_epochs = n_epochs

@@ -58,6 +58,11 @@ def test_bad_hyperparameters_are_rejected_at_construction(kwargs, error, match):
         ClippedPPO("MlpPolicy", make_env(), **{**defaults, **kwargs})
 
 
+def test_batch_size_that_does_not_divide_the_rollout_warns():
+    with pytest.warns(UserWarning, match=r"batch_size=30 does not divide n_steps \* n_envs = 64: .* minibatch of 4"):
+        ClippedPPO("MlpPolicy", make_env(), n_steps=64, batch_size=30)
+
+
 def test_batch_size_bound_counts_all_envs():
     ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=32)  # 8 * 4 = 32: fine
     with pytest.raises(ValueError, match=r"\[2, 32\]"):
