@@ -87,11 +87,13 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
     Optuna sampler for ``python -m rl_zoo3.train --algo clippedppo --optimize``: the ranges of the Zoo's PPO
     sampler, plus ``target_kl``, ``vf_coef``, ``log_std_init``, ``ortho_init`` and ClippedPPO's own options: a
     value learning rate (1, 3 or 10 times ``learning_rate``), the policy objective (clip, or PPO-Penalty with its
-    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` and, with a ``target_kl``, ``kl_adaptive_lr``.
+    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` (Box actions) and, with a ``target_kl``,
+    ``kl_adaptive_lr``.
     A ``batch_size`` larger than the rollout (``n_steps * n_envs``) is reduced to it.
 
     :param trial: the Optuna trial.
-    :param n_actions: unused (the Zoo's sampler signature).
+    :param n_actions: the size of a Box action space, 0 for Discrete (as the Zoo passes it); ``state_dependent_std``
+        is only sampled for Box actions.
     :param n_envs: number of environments, to bound ``batch_size``.
     :param additional_args: unused (the Zoo's sampler signature).
     :return: keyword arguments for :class:`~sb3_clippedppo.ClippedPPO`.
@@ -113,9 +115,10 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
         "net_arch": trial.suggest_categorical("net_arch", list(NET_ARCHS)),
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
         "vf_lr_multiplier": trial.suggest_categorical("vf_lr_multiplier", [1, 3, 10]),
-        "state_dependent_std": trial.suggest_categorical("state_dependent_std", [False, True]),
         "policy_objective": trial.suggest_categorical("policy_objective", ["clip", "kl_penalty"]),
     }
+    if n_actions > 0:  # the Zoo passes the size of a Box action space, and 0 for other spaces
+        sampled["state_dependent_std"] = trial.suggest_categorical("state_dependent_std", [False, True])
     if sampled["policy_objective"] == "kl_penalty":
         sampled["kl_coef"] = trial.suggest_categorical("kl_coef", [0.3, 1.0, 3.0])
         sampled["kl_target"] = trial.suggest_categorical("kl_target", [0.003, 0.01, 0.03])

@@ -219,6 +219,12 @@ def test_sampler_bounds_batch_size_and_covers_target_kl():
     assert None in seen["target_kl"] and len(seen["target_kl"]) > 2
     assert seen["policy_objective"] == {"clip", "kl_penalty"} and {True, False} <= seen["kl_adaptive_lr"]
     assert seen["state_dependent_std"] == {False, True} and seen["vf_learning_rate"] == {False, True}
+    # Discrete actions (the Zoo passes n_actions=0): never a state-dependent std, which needs a Gaussian
+    for _ in range(20):
+        trial = study.ask()
+        params = zoo.sample_clippedppo_params(trial, n_actions=0, n_envs=1, additional_args={})
+        assert "state_dependent_std" not in params["policy_kwargs"]
+        study.tell(trial, 0.0)
     # The converter maps the stored raw parameters back to the same arguments (what --trial-id loads)
     converted = zoo.convert_clippedppo_params(study.trials[0].params)
     assert converted["n_steps"] == 2 ** study.trials[0].params["n_steps_pow"]
