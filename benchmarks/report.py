@@ -283,7 +283,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", action="append", required=True, type=parse_runs_argument, metavar="DIR[=LABEL]",
                         help="a sweep folder; with =LABEL, its ClippedPPO runs are the option LABEL (repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="folder for the report (created; files are replaced)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
     args = parser.parse_args(argv)
     thresholds = dict(DEFAULT_THRESHOLDS)
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         env, values = item.split("=", 1)
         thresholds[env] = [float(v) for v in values.split(",")]
 
+    if (args.out / "report.md").exists() and not args.overwrite:
+        parser.error(f"{args.out / 'report.md'} exists; pass --overwrite to replace the report")
     grouped = load_runs(args.runs)
     if not grouped:
         parser.error(f"no finished runs in {[str(d / '_runs') for d, _ in args.runs]}")

@@ -85,6 +85,9 @@ def test_report_from_tiny_sweep(sweep, tmp_path):
         assert low <= env["iqm"][algo] <= high
     assert 0.0 <= env["probability_of_improvement"]["clippedppo,ppo"] <= 1.0
     text = (tmp_path / "report.md").read_text()
+    with pytest.raises(SystemExit):  # an existing report is kept unless --overwrite
+        report.main(["--runs", str(out), "--out", str(tmp_path)])
+    assert (tmp_path / "report.md").read_text() == text
     assert "| ClippedPPO | 2 |" in text and "steps to 500 (median)" in text and "cores" in text
 
 

@@ -74,6 +74,15 @@ def test_plots(halfcheetah_run):
     assert (cwd / "all_plots.pkl").exists()
 
 
+@pytest.mark.skipif(not osmesa_available(), reason="headless rendering needs OSMesa (Debian: libosmesa6)")
+def test_record_video_through_the_hook_free_wrapper(halfcheetah_run):
+    cwd, _ = halfcheetah_run
+    rendering = {**HOOK_OFF, "MUJOCO_GL": "osmesa", "PYOPENGL_PLATFORM": "osmesa"}
+    check(run(["-m", "sb3_clippedppo.zoo", "record_video", "--algo", "clippedppo", "--env", "HalfCheetah-v4", "-f", "logs",
+               "-n", "5", "-o", "wrapper_videos"], cwd, env=rendering))  # fmt: skip
+    assert list((cwd / "wrapper_videos").glob("*.mp4"))
+
+
 def test_cartpole_discrete_with_subprocess_envs(tmp_path):
     # --vec-env subproc: worker processes start a fresh interpreter (the hook must be harmless there)
     args = ["--algo", "clippedppo", "--env", "CartPole-v1", "-n", "2048", "--seed", "1", "--vec-env", "subproc"]
