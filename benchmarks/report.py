@@ -148,11 +148,13 @@ def plot_curves(title: str, by_algo: Runs, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_steps, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    lowest, highest = np.inf, -np.inf
     for algo, runs in by_algo.items():
         label = f"{label_of(algo)} ({len(runs)} seeds)"
         timesteps, returns = aligned(runs, "returns")
         _, minutes = aligned(runs, "minutes")
         mean, half = mean_and_interval(returns)
+        lowest, highest = min(lowest, returns.min()), max(highest, returns.max())
         color = color_of(algo, list(by_algo))
         ax_steps.plot(timesteps / 1e6, mean, label=label, color=color)
         ax_steps.fill_between(timesteps / 1e6, mean - half, mean + half, alpha=0.25, color=color)
@@ -161,11 +163,14 @@ def plot_curves(title: str, by_algo: Runs, path: Path) -> None:
         ax_time.fill_between(mean_minutes, mean - half, mean + half, alpha=0.25, color=color)
     ax_steps.set_xlabel("environment steps (millions)")
     ax_time.set_xlabel("wall-clock minutes (mean over seeds; evaluation included)")
+    margin = 0.05 * (highest - lowest)
     for ax in (ax_steps, ax_time):
+        # The range of the individual runs' curves (an interval from few seeds may reach beyond it)
+        ax.set_ylim(lowest - margin, highest + margin)
         ax.set_ylabel("mean evaluation return")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{title}: deterministic evaluation, mean and 95% t-interval over seeds")
+    fig.suptitle(f"{title}: deterministic evaluation, mean and 95% t-interval over seeds (y: range of the runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
