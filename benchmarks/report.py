@@ -333,6 +333,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 env, main_rows, pairs, thresholds.get(env, []), args.out, env_folder(env)
             )
             lines += [f"## {env} ({', '.join(f'{s / 1e6:g}M' for s in steps)} steps)", "", *section]
+            estimates = numbers["envs"][env]
+            if "clippedppo" in estimates["iqm"] and "ppo" in estimates["iqm"]:
+                iqm, bound = estimates["iqm"]["clippedppo"], estimates["iqm_ci"]["ppo"][0]
+                estimates["criterion_clippedppo_iqm_at_least_ppo_lower_bound"] = iqm >= bound
+                verdict = "met" if iqm >= bound else "NOT met"
+                lines += [
+                    f"Criterion, ClippedPPO's final IQM >= SB3 PPO's lower 95% bound: {iqm:.0f} vs {bound:.0f}, {verdict}.",
+                    "",
+                ]
         if option_rows:
             rows = {**({"clippedppo": by_algo["clippedppo"]} if "clippedppo" in by_algo else {}), **option_rows}
             pairs = [(option, "clippedppo") for option in option_rows]
