@@ -456,8 +456,10 @@ class ClippedPPO(OnPolicyAlgorithm):
     def train(self) -> None:
         """
         Update the policy on the current rollout: ``n_epochs`` passes of shuffled minibatches, each a step of
-        the clipped surrogate objective (Schulman et al. 2017, eq. 7), the (optionally clipped) value loss and the
-        entropy bonus, with global gradient-norm clipping, until the KL estimate exceeds ``1.5 * target_kl``.
+        the clipped surrogate objective (Schulman et al. 2017, eq. 7; or PPO-Penalty's, section 4), the (optionally
+        clipped) value loss and the entropy bonus, with global gradient-norm clipping, until the KL estimate exceeds
+        ``1.5 * target_kl``. Then, when an option needs it, the exact KL between the rollout policy and the updated
+        one adapts PPO-Penalty's beta (:func:`adapt_kl_coef`) and the learning-rate factor (:func:`adapt_lr_scale`).
 
         :raises NonFiniteLossError: when a minibatch's loss or gradient is NaN or infinite (before any step with it).
         """
