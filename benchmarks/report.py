@@ -136,6 +136,20 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str
     return out
 
 
+def option_verdict(probability: float, interval: tuple[float, float]) -> str:
+    """
+    Whether an option helps, hurts or makes no clear difference, from the probability of improvement
+    ``P(option > plain ClippedPPO)`` of final returns and its 95% interval: "helps" when the whole interval is above
+    0.5, "hurts" when it is below 0.5, otherwise "no clear difference".
+    """
+    low, high = interval
+    if low > 0.5:
+        return "helps"
+    if high < 0.5:
+        return "hurts"
+    return f"no clear difference (P = {probability:.2f}, 95% CI includes 0.5)"
+
+
 def color_of(key: str, keys: list[str]) -> str | None:
     options = [k for k in keys if "[" in k]
     return OPTION_COLORS[options.index(key) % len(OPTION_COLORS)] if key in options else COLORS.get(key)
@@ -348,6 +362,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stem = f"options_{env_folder(env)}"
             section, numbers["envs"][f"{env} options"] = env_section(env, rows, pairs, thresholds.get(env, []), args.out, stem)
             lines += [f"## {env}: ClippedPPO's options against plain ClippedPPO", "", *section]
+            option_numbers = numbers["envs"][f"{env} options"]
+            option_numbers["verdicts"] = {}
+            lines += ["Verdict per option (helps: the 95% CI of P(option > ClippedPPO) lies above 0.5; hurts: below):", ""]
+            for option, _ in pairs:
+                pair = f"{option},clippedppo"
+                if pair in option_numbers["probability_of_improvement"]:
+                    poi, interval = (
+                        option_numbers["probability_of_improvement"][pair],
+                        option_numbers["probability_of_improvement_ci"][pair],
+                    )
+                    option_numbers["verdicts"][option] = option_verdict(poi, interval)
+                    lines.append(f"- {label_of(option)}: {option_numbers['verdicts'][option]}")
+            lines.append("")
     main_dirs = [d for d, label in args.runs if label is None]
     if main_dirs:
         algos = sorted(

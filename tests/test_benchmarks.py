@@ -102,6 +102,16 @@ def test_report_option_rows_are_compared_with_plain_clippedppo(sweep, tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## CartPole-v1: ClippedPPO's options against plain ClippedPPO" in text and "ClippedPPO + same" in text
     assert (tmp_path / "curves_options_CartPole-v1.png").exists()
+    # Identical runs: P = 0.5 exactly, so the verdict cannot be "helps" or "hurts"
+    assert options["verdicts"]["clippedppo[same]"].startswith("no clear difference")
+    assert "- ClippedPPO + same: no clear difference" in text
+
+
+def test_option_verdict_rule():
+    assert report.option_verdict(0.9, (0.6, 1.0)) == "helps"
+    assert report.option_verdict(0.1, (0.0, 0.4)) == "hurts"
+    assert report.option_verdict(0.7, (0.4, 1.0)).startswith("no clear difference")
+    assert report.option_verdict(0.5, (0.5, 0.5)).startswith("no clear difference")
 
 
 def test_steps_to_reach_and_interval():
