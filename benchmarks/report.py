@@ -257,7 +257,10 @@ def env_table(by_algo: Runs, estimates: dict[str, Any], thresholds: list[float])
 
 
 def zoo_results_table(runs_dir: Path, envs: list[str], algos: list[str], out: Path) -> str:
-    """The RL Zoo's own ``all_plots`` results table (mean final return +- standard error), as a cross-check."""
+    """
+    The RL Zoo's own ``all_plots`` results table (mean final return +- standard error), as a cross-check; ``envs`` are
+    the Zoo's folder names (``all_plots`` matches them against the run folders).
+    """
     command = [sys.executable, "-m", "rl_zoo3.plots.all_plots", "-a", *algos, "-e", *envs, "-f", str(runs_dir),
                "-o", str(out / "zoo_all_plots"), "--no-display"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
@@ -381,7 +384,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             {r["algo"] for by_algo in grouped.values() for k, runs in by_algo.items() if "[" not in k for r in runs}
         )
         lines += ["## RL Zoo `all_plots` results table (cross-check: final return, mean +- standard error)", ""]
-        lines += [zoo_results_table(main_dirs[0], list(grouped), algos, args.out), ""]
+        lines += [zoo_results_table(main_dirs[0], [env_folder(env) for env in grouped], algos, args.out), ""]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     (args.out / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print("\n".join(lines))
