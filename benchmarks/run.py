@@ -9,7 +9,8 @@ steps per second, machine).
 
 Re-running the same command skips finished runs, so an interrupted sweep resumes. Nothing finished is ever
 overwritten: the Zoo numbers each new run folder, and the folder of an interrupted run is moved to
-``OUT/_interrupted/`` before the run starts again.
+``OUT/_interrupted/`` before the run starts again. A run still training in another sweep process on the same machine
+(its record's process is alive) is skipped, not restarted.
 
 Example (the committed sweep; about 17 minutes per 1M-step run per core)::
 
@@ -22,6 +23,7 @@ import gzip
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -81,6 +83,24 @@ class Sweep:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(path)
 
+    def is_running_elsewhere(self, job: Job) -> bool:
+        """Whether the job's record says "running" and names a live training process on this machine."""
+        record = self.read_record(job)
+        if not record or record.get("status") != "running" or record.get("host") != socket.gethostname():
+            return False
+        pid = record.get("pid")
+        if not isinstance(pid, int):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        # Where /proc exists, make sure the pid was not reused by an unrelated process
+        return not cmdline.exists() or b"rl_zoo3.train" in cmdline.read_bytes()
+
     def is_finished(self, job: Job) -> bool:
         record = self.read_record(job)
         return bool(record and record.get("status") == "finished" and (self.out / record["run_dir"]).is_dir())
@@ -125,6 +145,10 @@ class Sweep:
         if self.is_finished(job):
             print(f"[{job.name}] finished already: skipped", flush=True)
             return self.read_record(job)  # type: ignore[return-value]
+        if self.is_running_elsewhere(job):
+            record = self.read_record(job)
+            print(f"[{job.name}] running in another process (pid {record['pid']}): skipped", flush=True)  # type: ignore[index]
+            return record  # type: ignore[return-value]
         command = self.command(job)
         log_path = self.logs / f"{job.name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -149,6 +173,8 @@ class Sweep:
                 "command": " ".join(["python", *command[1:]]),
                 "run_dir": str(run_dir.relative_to(self.out)) if run_dir else None,
                 "status": "running",
+                "host": socket.gethostname(),
+                "pid": process.pid,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
             }
             self.write_record(job, record)
@@ -223,11 +249,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     sweep = Sweep(args)
     if args.dry_run:
         for job in jobs:
-            status = "skip (finished)" if sweep.is_finished(job) else "run"
+            status = "run"
+            if sweep.is_finished(job):
+                status = "skip (finished)"
+            elif sweep.is_running_elsewhere(job):
+                status = "skip (running)"
             print(f"{status:16s} {' '.join(sweep.command(job))}")
         return []
     records = sweep.run_all(jobs)
-    failed = [r for r in records if r["status"] != "finished"]
+    failed = [r for r in records if r["status"] not in ("finished", "running")]
     if failed:
         print(f"{len(failed)} run(s) failed; see their logs in {args.out / '_logs'}", file=sys.stderr)
         raise SystemExit(1)

@@ -1,6 +1,8 @@
 """The benchmark runner, report builder and throughput benchmark on tiny settings."""
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -61,6 +63,29 @@ def test_interrupted_run_is_moved_aside_not_overwritten(tmp_path):
     assert second["status"] == "finished"
     moved = list((out / "_interrupted" / "clippedppo").glob("CartPole-v1_*/marker.txt"))
     assert len(moved) == 1 and moved[0].read_text() == "partial output"
+
+
+def test_run_training_in_another_process_is_skipped(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    args = ["--algos", "clippedppo", "--envs", "CartPole-v1", "--seeds", "4", "--n-timesteps", "512", "--eval-freq", "-1",
+            "--hyperparams", "n_envs:2", "batch_size:64", "--out", str(out), "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
+    first = run.main(args)[0]
+    assert first["status"] == "finished" and isinstance(first["pid"], int)
+    record_file = out / "_runs" / "clippedppo__CartPole-v1__seed4.json"
+    # A record of a live training process (a stand-in named like one) on this machine: left alone
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "rl_zoo3.train"])
+    try:
+        record = {**first, "status": "running", "pid": live.pid}
+        record_file.write_text(json.dumps(record))
+        second = run.main(args)[0]
+        assert second == record and "running in another process" in capsys.readouterr().out
+        assert (out / first["run_dir"]).is_dir() and not (out / "_interrupted").exists()
+    finally:
+        live.kill()
+        live.wait()
+    # Once that process is gone, the run counts as interrupted: moved aside and trained again
+    third = run.main(args)[0]
+    assert third["status"] == "finished" and (out / "_interrupted" / "clippedppo").is_dir()
 
 
 def test_dry_run_lists_commands(sweep, capsys):
