@@ -133,10 +133,13 @@ def test_report_option_rows_are_compared_with_plain_clippedppo(sweep, tmp_path):
 
 
 def test_option_verdict_rule():
-    assert report.option_verdict(0.9, (0.6, 1.0)) == "helps"
-    assert report.option_verdict(0.1, (0.0, 0.4)) == "hurts"
-    assert report.option_verdict(0.7, (0.4, 1.0)).startswith("no clear difference")
-    assert report.option_verdict(0.5, (0.5, 0.5)).startswith("no clear difference")
+    assert report.option_verdict(0.9, 0.01).startswith("helps")
+    assert report.option_verdict(0.1, 0.01).startswith("hurts")
+    assert report.option_verdict(1.0, 0.10).startswith("no clear difference")
+    assert report.option_verdict(0.5, 0.01).startswith("no clear difference")
+    # The exact rank test: three runs all above three others is p = 2/20 (not significant), all above five is 2/56
+    assert report.rank_test_p_value(np.array([4.0, 5, 6]), np.array([1.0, 2, 3])) == pytest.approx(0.1)
+    assert report.rank_test_p_value(np.array([6.0, 7, 8]), np.array([1.0, 2, 3, 4, 5])) == pytest.approx(2 / 56)
 
 
 def test_steps_to_reach_and_interval():
