@@ -127,9 +127,9 @@ def test_report_option_rows_are_compared_with_plain_clippedppo(sweep, tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## CartPole-v1: ClippedPPO's options against plain ClippedPPO" in text and "ClippedPPO + same" in text
     assert (tmp_path / "curves_options_CartPole-v1.png").exists()
-    # Identical runs: P = 0.5 exactly, so the verdict cannot be "helps" or "hurts"
-    assert options["verdicts"]["clippedppo[same]"].startswith("no clear difference")
-    assert "- ClippedPPO + same: no clear difference" in text
+    # Identical runs: P = 0.5 exactly, and the report says that the option's runs equal the plain ones
+    assert options["verdicts"]["clippedppo[same]"].startswith("no difference: every run equals")
+    assert "- ClippedPPO + same: no difference" in text
 
 
 def test_option_verdict_rule():
@@ -137,6 +137,10 @@ def test_option_verdict_rule():
     assert report.option_verdict(0.1, 0.01).startswith("hurts")
     assert report.option_verdict(1.0, 0.10).startswith("no clear difference")
     assert report.option_verdict(0.5, 0.01).startswith("no clear difference")
+    runs = [{"seed": 0, "returns": np.array([1.0, 2.0])}, {"seed": 1, "returns": np.array([3.0, 4.0])}]
+    assert report.identical_on_shared_seeds(runs[:1], runs)
+    assert not report.identical_on_shared_seeds([{"seed": 0, "returns": np.array([1.0, 2.5])}], runs)
+    assert not report.identical_on_shared_seeds([{"seed": 2, "returns": np.array([1.0, 2.0])}], runs)
     # The exact rank test: three runs all above three others is p = 2/20 (not significant), all above five is 2/56
     assert report.rank_test_p_value(np.array([4.0, 5, 6]), np.array([1.0, 2, 3])) == pytest.approx(0.1)
     assert report.rank_test_p_value(np.array([6.0, 7, 8]), np.array([1.0, 2, 3, 4, 5])) == pytest.approx(2 / 56)
