@@ -153,6 +153,9 @@ def identical_on_shared_seeds(runs: list[dict[str, Any]], plain: list[dict[str, 
     return all(r["seed"] in plain_by_seed and np.array_equal(r["returns"], plain_by_seed[r["seed"]]["returns"]) for r in runs)
 
 
+NEVER_ACTED = "no difference: every run equals plain ClippedPPO's run of the same seed (the option never acted)"
+
+
 def option_verdict(probability: float, p_value: float, alpha: float = 0.05) -> str:
     """
     Whether an option helps, hurts or makes no clear difference against plain ClippedPPO: "helps" or "hurts" (by the
@@ -392,11 +395,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 pair = f"{option},clippedppo"
                 if pair in option_numbers["probability_of_improvement"]:
                     p_value = rank_test_p_value(np.array(finals[option]), np.array(finals["clippedppo"]))
-                    verdict = option_verdict(option_numbers["probability_of_improvement"][pair], p_value)
                     if identical_on_shared_seeds(rows[option], rows["clippedppo"]):
-                        verdict = (
-                            "no difference: every run equals plain ClippedPPO's run of the same seed (the option never acted)"
-                        )
+                        verdict = NEVER_ACTED
+                    else:
+                        verdict = option_verdict(option_numbers["probability_of_improvement"][pair], p_value)
                     option_numbers["rank_test_p"][option], option_numbers["verdicts"][option] = p_value, verdict
                     lines.append(f"- {label_of(option)}: {verdict}")
             lines.append("")

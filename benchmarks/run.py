@@ -83,23 +83,23 @@ class Sweep:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(path)
 
-    def is_running_elsewhere(self, job: Job) -> bool:
-        """Whether the job's record says "running" and names a live training process on this machine."""
+    def running_elsewhere(self, job: Job) -> dict | None:
+        """The job's record when it says "running" and names a live training process on this machine, else None."""
         record = self.read_record(job)
         if not record or record.get("status") != "running" or record.get("host") != socket.gethostname():
-            return False
+            return None
         pid = record.get("pid")
         if not isinstance(pid, int):
-            return False
+            return None
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return False
+            return None
         except PermissionError:
-            return True
+            return record
         cmdline = Path(f"/proc/{pid}/cmdline")
         # Where /proc exists, make sure the pid was not reused by an unrelated process
-        return not cmdline.exists() or b"rl_zoo3.train" in cmdline.read_bytes()
+        return record if not cmdline.exists() or b"rl_zoo3.train" in cmdline.read_bytes() else None
 
     def is_finished(self, job: Job) -> bool:
         record = self.read_record(job)
@@ -145,10 +145,10 @@ class Sweep:
         if self.is_finished(job):
             print(f"[{job.name}] finished already: skipped", flush=True)
             return self.read_record(job)  # type: ignore[return-value]
-        if self.is_running_elsewhere(job):
-            record = self.read_record(job)
-            print(f"[{job.name}] running in another process (pid {record['pid']}): skipped", flush=True)  # type: ignore[index]
-            return record  # type: ignore[return-value]
+        running = self.running_elsewhere(job)
+        if running is not None:
+            print(f"[{job.name}] running in another process (pid {running['pid']}): skipped", flush=True)
+            return running
         command = self.command(job)
         log_path = self.logs / f"{job.name}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             status = "run"
             if sweep.is_finished(job):
                 status = "skip (finished)"
-            elif sweep.is_running_elsewhere(job):
+            elif sweep.running_elsewhere(job) is not None:
                 status = "skip (running)"
             print(f"{status:16s} {' '.join(sweep.command(job))}")
         return []
