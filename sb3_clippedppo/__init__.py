@@ -8,13 +8,35 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["ClippedPPO", "MlpActorCriticPolicy", "MlpPolicy", "NonFiniteLossError", "RolloutBuffer", "compute_gae"]
+__all__ = [
+    "ActorCriticCnnPolicy",
+    "ActorCriticPolicy",
+    "ClippedPPO",
+    "CnnPolicy",
+    "MlpActorCriticPolicy",
+    "MlpPolicy",
+    "MultiInputActorCriticPolicy",
+    "MultiInputPolicy",
+    "NonFiniteLossError",
+    "RolloutBuffer",
+    "compute_gae",
+]
 
 _LAZY = {
     "ClippedPPO": "sb3_clippedppo.clipped_ppo",
     "NonFiniteLossError": "sb3_clippedppo.clipped_ppo",
-    "MlpActorCriticPolicy": "sb3_clippedppo.policies",
-    "MlpPolicy": "sb3_clippedppo.policies",
+    **{
+        name: "sb3_clippedppo.policies"
+        for name in (
+            "ActorCriticCnnPolicy",
+            "ActorCriticPolicy",
+            "CnnPolicy",
+            "MlpActorCriticPolicy",
+            "MlpPolicy",
+            "MultiInputActorCriticPolicy",
+            "MultiInputPolicy",
+        )
+    },
     "RolloutBuffer": "sb3_clippedppo.buffers",
     "compute_gae": "sb3_clippedppo.buffers",
 }
@@ -22,7 +44,15 @@ _LAZY = {
 if TYPE_CHECKING:
     from sb3_clippedppo.buffers import RolloutBuffer, compute_gae
     from sb3_clippedppo.clipped_ppo import ClippedPPO, NonFiniteLossError
-    from sb3_clippedppo.policies import MlpActorCriticPolicy, MlpPolicy
+    from sb3_clippedppo.policies import (
+        ActorCriticCnnPolicy,
+        ActorCriticPolicy,
+        CnnPolicy,
+        MlpActorCriticPolicy,
+        MlpPolicy,
+        MultiInputActorCriticPolicy,
+        MultiInputPolicy,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -1,16 +1,18 @@
 """Rollout storage and Generalized Advantage Estimation (GAE).
 
 The buffer holds one rollout of ``n_steps`` transitions from each of ``n_envs`` environments in preallocated
-NumPy arrays of shape ``(n_steps, n_envs, ...)``. After the rollout, :func:`compute_gae` turns rewards and value
+NumPy arrays of shape ``(n_steps, n_envs, ...)`` (observations of any Stable-Baselines3 space, ``Dict`` included). After the rollout, :func:`compute_gae` turns rewards and value
 estimates into advantages and returns, and :meth:`RolloutBuffer.minibatches` serves shuffled minibatches as
 PyTorch tensors for the update.
 """
 
-from collections.abc import Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
 
 
 def compute_gae(
@@ -89,45 +91,97 @@ def compute_gae(
     return advantages, returns
 
 
+Observations = np.ndarray | dict[str, np.ndarray]
+TensorObservations = th.Tensor | dict[str, th.Tensor]
+
+
+def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...]) -> Observations:
+    """
+    Zeroed arrays for observations of ``observation_space`` with leading dimensions ``leading``, in Stable-Baselines3's
+    layout (:func:`~stable_baselines3.common.preprocessing.get_obs_shape`): ``Box`` as float32, or in its own dtype
+    when that is an integer type (images stay uint8); ``Discrete`` as int64 of shape ``(1,)``; ``MultiDiscrete`` as int64;
+    ``MultiBinary`` in its dtype; ``Dict`` as a dict of these.
+
+    :param observation_space: the observation space.
+    :param leading: leading dimensions, e.g. ``(n_steps, n_envs)``.
+    :return: an array, or a dict of arrays for ``Dict`` spaces.
+    :raises TypeError: for any other space.
+    """
+    if isinstance(observation_space, spaces.Dict):
+        return {key: observation_storage(space, leading) for key, space in observation_space.spaces.items()}  # type: ignore[misc]
+    if not isinstance(observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise TypeError(
+            f"observation space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or Dict of them, got {observation_space}"
+        )
+    dtype = observation_space.dtype
+    if isinstance(observation_space, (spaces.Discrete, spaces.MultiDiscrete)):
+        dtype = np.int64
+    elif isinstance(observation_space, spaces.Box) and not np.issubdtype(dtype, np.integer):
+        dtype = np.float32
+    return np.zeros((*leading, *get_obs_shape(observation_space)), dtype=dtype)  # type: ignore[misc]
+
+
+def action_storage(action_space: spaces.Space, leading: tuple[int, ...]) -> np.ndarray:
+    """
+    Zeroed array for actions with leading dimensions ``leading``: ``Box`` flattened to ``(k,)`` float32 (raw, as sampled),
+    ``Discrete`` as int64 indices ``()``, ``MultiDiscrete`` as int64 ``(len(nvec),)``, ``MultiBinary`` as float32 ``(n,)``.
+
+    :param action_space: the action space.
+    :param leading: leading dimensions.
+    :return: the array.
+    """
+    if isinstance(action_space, spaces.Discrete):
+        return np.zeros(leading, dtype=np.int64)
+    dtype = np.int64 if isinstance(action_space, spaces.MultiDiscrete) else np.float32
+    return np.zeros((*leading, get_action_dim(action_space)), dtype=dtype)
+
+
+def map_observations(function: Callable[[Any], Any], observations: Any) -> Any:
+    """``function`` applied to an observation array (or tensor), or to each entry of a dict of them."""
+    if isinstance(observations, dict):
+        return {key: function(value) for key, value in observations.items()}
+    return function(observations)
+
+
 class RolloutBatch(NamedTuple):
     """One minibatch of rollout data, as tensors on the training device. ``B`` is the minibatch size."""
 
-    observations: th.Tensor  # (B, obs_dim) float32
-    actions: th.Tensor  # (B, action_dim) float32 for Box actions, (B,) int64 for Discrete
+    observations: TensorObservations  # (B, *obs_shape), or a dict of them; as stored (see observation_storage)
+    actions: th.Tensor  # (B, k) float32 (Box), (B,) int64 (Discrete), (B, d) int64 (MultiDiscrete), (B, n) float32
     old_values: th.Tensor  # (B,) float32: V(s) at collection time
     old_log_prob: th.Tensor  # (B,) float32: log pi_old(a|s)
     advantages: th.Tensor  # (B,) float32
     returns: th.Tensor  # (B,) float32
-    old_distribution: th.Tensor  # (B, P) float32: the rollout policy's distribution parameters (for exact KL)
+    old_distribution: th.Tensor  # (B, P) float32: the rollout policy's distribution parameters (P = 0 if not kept)
 
 
 class RolloutBuffer:
     """
     Preallocated storage for one rollout.
 
-    Arrays have shape ``(n_steps, n_envs, ...)`` and are filled step by step during collection: observations
-    (flattened, float32), raw actions as sampled from the policy (before any clipping to the action bounds),
-    rewards, episode-start flags, value estimates, log-probabilities of the actions under the rollout policy, and
-    that policy's distribution parameters at each observation (Gaussian means and log standard deviations, or logits).
-    :meth:`compute_returns_and_advantage` then fills ``advantages`` and ``returns`` with :func:`compute_gae`.
+    Arrays have shape ``(n_steps, n_envs, ...)`` and are filled step by step during collection: observations (in the
+    layout of :func:`observation_storage`), raw actions as sampled from the policy (before any clipping to the action
+    bounds; :func:`action_storage`), rewards, episode-start flags, value estimates, log-probabilities of the actions under
+    the rollout policy and, when ``distribution_dim > 0``, that policy's distribution parameters at each observation (for
+    the exact KL divergence). :meth:`compute_returns_and_advantage` then fills ``advantages`` and ``returns`` with
+    :func:`compute_gae`.
 
     :param n_steps: steps collected from each environment per rollout, at least 1.
     :param n_envs: number of parallel environments, at least 1.
-    :param obs_dim: size of a flattened observation.
-    :param action_dim: size of an action vector for Box action spaces; ``None`` for Discrete actions, which are
-        stored as int64 indices of shape ``(n_steps, n_envs)``.
+    :param observation_space: the observation space.
+    :param action_space: the action space.
     :param gamma: discount factor used by GAE.
     :param gae_lambda: GAE's lambda.
     :param device: device on which :meth:`minibatches` returns tensors.
-    :param distribution_dim: size of the rollout policy's distribution parameters per observation.
+    :param distribution_dim: size of the rollout policy's distribution parameters per observation (0: not kept).
     """
 
     def __init__(
         self,
         n_steps: int,
         n_envs: int,
-        obs_dim: int,
-        action_dim: int | None,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
         gamma: float,
         gae_lambda: float,
         device: th.device | str = "cpu",
@@ -135,17 +189,14 @@ class RolloutBuffer:
     ):
         self.n_steps = n_steps
         self.n_envs = n_envs
-        self.obs_dim = obs_dim
-        self.action_dim = action_dim
+        self.observation_space = observation_space
+        self.action_space = action_space
         self.gamma = gamma
         self.gae_lambda = gae_lambda
         self.device = th.device(device)
         shape = (n_steps, n_envs)
-        self.observations = np.zeros((*shape, obs_dim), dtype=np.float32)
-        if action_dim is None:
-            self.actions = np.zeros(shape, dtype=np.int64)
-        else:
-            self.actions = np.zeros((*shape, action_dim), dtype=np.float32)
+        self.observations = observation_storage(observation_space, shape)
+        self.actions = action_storage(action_space, shape)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.episode_starts = np.zeros(shape, dtype=np.float32)
         self.values = np.zeros(shape, dtype=np.float32)
@@ -169,22 +220,45 @@ class RolloutBuffer:
         """Start a new rollout; the arrays are overwritten in place."""
         self.pos = 0
 
-    def add(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray, episode_start: np.ndarray) -> None:
+    def add(
+        self,
+        obs: Observations,
+        action: np.ndarray,
+        reward: np.ndarray,
+        episode_start: np.ndarray,
+        value: np.ndarray | None = None,
+        log_prob: np.ndarray | None = None,
+        distribution_params: np.ndarray | None = None,
+    ) -> None:
         """
-        Write one step of every environment.
+        Write one step of every environment. Values, log-probabilities and distribution parameters may be left out
+        and written later for the whole rollout at once (into ``values``, ``log_probs``, ``old_distributions``).
 
-        :param obs: observations the actions were taken in, shape ``(n_envs, *obs_shape)``.
-        :param action: raw (unclipped) actions, shape ``(n_envs, action_dim)``, or ``(n_envs,)`` for Discrete.
+        :param obs: observations the actions were taken in, shape ``(n_envs, *obs_shape)`` (a dict for ``Dict`` spaces).
+        :param action: raw (unclipped) actions, ``(n_envs, ...)`` as :func:`action_storage`.
         :param reward: rewards, shape ``(n_envs,)``.
         :param episode_start: 1.0 where ``obs`` starts an episode, shape ``(n_envs,)``.
+        :param value: ``V(obs)``, shape ``(n_envs,)``, or None.
+        :param log_prob: ``log pi(action|obs)``, shape ``(n_envs,)``, or None.
+        :param distribution_params: the policy's distribution parameters, ``(n_envs, distribution_dim)``, or None.
         :raises IndexError: when the buffer is already full.
         """
         if self.pos >= self.n_steps:
             raise IndexError(f"RolloutBuffer is full ({self.n_steps} steps); call reset() first")
-        self.observations[self.pos] = obs.reshape(self.n_envs, self.obs_dim)
-        self.actions[self.pos] = action
+        if isinstance(self.observations, dict):
+            for key, storage in self.observations.items():
+                storage[self.pos] = np.asarray(obs[key]).reshape(storage.shape[1:])  # type: ignore[index]
+        else:
+            self.observations[self.pos] = np.asarray(obs).reshape(self.observations.shape[1:])
+        self.actions[self.pos] = np.asarray(action).reshape(self.actions.shape[1:])
         self.rewards[self.pos] = reward
         self.episode_starts[self.pos] = episode_start
+        if value is not None:
+            self.values[self.pos] = value
+        if log_prob is not None:
+            self.log_probs[self.pos] = log_prob
+        if distribution_params is not None:
+            self.old_distributions[self.pos] = distribution_params
         self.pos += 1
 
     def compute_returns_and_advantage(self, last_values: np.ndarray, dones: np.ndarray) -> None:
@@ -198,13 +272,16 @@ class RolloutBuffer:
             self.rewards, self.values, self.episode_starts, last_values, dones, self.gamma, self.gae_lambda
         )
 
-    def flat_observations(self) -> th.Tensor:
-        """All observations as one tensor of shape ``(n_steps * n_envs, obs_dim)`` on ``device``."""
-        return th.as_tensor(self.observations.reshape(self.size, self.obs_dim), device=self.device)
+    def _flat(self, array: np.ndarray) -> th.Tensor:
+        return th.as_tensor(array.reshape(self.size, *array.shape[2:]), device=self.device)
+
+    def flat_observations(self) -> TensorObservations:
+        """All observations, shape ``(n_steps * n_envs, *obs_shape)`` (a dict for ``Dict`` spaces), on ``device``."""
+        return map_observations(self._flat, self.observations)
 
     def flat_actions(self) -> th.Tensor:
-        """All raw actions, shape ``(n_steps * n_envs, action_dim)`` (or ``(n_steps * n_envs,)``), on ``device``."""
-        return th.as_tensor(self.actions.reshape(self.size, *self.actions.shape[2:]), device=self.device)
+        """All raw actions, shape ``(n_steps * n_envs, ...)``, on ``device``."""
+        return self._flat(self.actions)
 
     def minibatches(self, batch_size: int, generator: th.Generator | None = None) -> Iterator[RolloutBatch]:
         """
@@ -216,20 +293,13 @@ class RolloutBuffer:
         :param generator: optional torch generator for the permutation (default: torch's global one).
         :return: an iterator of :class:`RolloutBatch`.
         """
-        n = self.size
-        permutation = th.randperm(n, generator=generator).to(self.device)
+        permutation = th.randperm(self.size, generator=generator).to(self.device)
         # Gather every array once per epoch; minibatches are then contiguous slices (no copies).
-        shuffled = [
-            tensor.index_select(0, permutation)
-            for tensor in (
-                self.flat_observations(),
-                self.flat_actions(),
-                th.as_tensor(self.values.reshape(n), device=self.device),
-                th.as_tensor(self.log_probs.reshape(n), device=self.device),
-                th.as_tensor(self.advantages.reshape(n), device=self.device),
-                th.as_tensor(self.returns.reshape(n), device=self.device),
-                th.as_tensor(self.old_distributions.reshape(n, -1), device=self.device),
-            )
+        observations = map_observations(lambda x: x.index_select(0, permutation), self.flat_observations())
+        others = [
+            self._flat(array).index_select(0, permutation)
+            for array in (self.actions, self.values, self.log_probs, self.advantages, self.returns, self.old_distributions)
         ]
-        for start in range(0, n, batch_size):
-            yield RolloutBatch(*(tensor[start : start + batch_size] for tensor in shuffled))
+        for start in range(0, self.size, batch_size):
+            window = slice(start, start + batch_size)
+            yield RolloutBatch(map_observations(lambda x, w=window: x[w], observations), *(x[window] for x in others))

@@ -9,22 +9,33 @@ GAE, Gaussian policy and update are this package's own; callbacks, logging, vect
 import inspect
 import numbers
 import warnings
+from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common import policies as sb3_policies
 from stable_baselines3.common.base_class import maybe_make_env
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
-from stable_baselines3.common.utils import FloatSchedule, explained_variance
+from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule, TensorDict
+from stable_baselines3.common.utils import FloatSchedule, explained_variance, obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_clippedppo.buffers import RolloutBuffer
-from sb3_clippedppo.losses import AnalyticLoss, normalize_advantages, ppo_loss
-from sb3_clippedppo.policies import MlpActorCriticPolicy
+from sb3_clippedppo import fast_mlp
+from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations
+from sb3_clippedppo.distributions import DiagGaussian
+from sb3_clippedppo.losses import LossTerms, normalize_advantages, ppo_loss
+from sb3_clippedppo.policies import (
+    ActorCriticCnnPolicy,
+    ActorCriticPolicy,
+    MultiInputActorCriticPolicy,
+    uses_forward_distribution,
+)
 
 SelfClippedPPO = TypeVar("SelfClippedPPO", bound="ClippedPPO")
 
@@ -115,10 +126,18 @@ def _check_schedule(name: str, value: Any, allow_none: bool = False) -> None:
         raise ValueError(f"{name} must be > 0{' (use None to disable it)' if allow_none else ''}, got {value}")
 
 
+OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+# A per-step actor for one rollout: (observations, step index) -> (raw actions, values or None, log-probabilities or None,
+# distribution parameters or None), as NumPy arrays with n_envs rows.
+RolloutStep = Callable[[Any, int], tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]]
+
+
 class ClippedPPO(OnPolicyAlgorithm):
     """
-    Proximal Policy Optimization (clip version) with KL early stopping, for Box (Gaussian policy) and
-    Discrete (categorical policy) actions and Box observations.
+    Proximal Policy Optimization (clip version) with KL early stopping (Schulman et al. 2017), for every observation
+    and action space that Stable-Baselines3's PPO supports.
 
     Each iteration collects ``n_steps`` transitions from each of the ``n_envs`` environments, computes advantages
     with GAE (Schulman et al. 2016, eq. 16) and then runs ``n_epochs`` passes over the rollout in shuffled
@@ -132,14 +151,16 @@ class ClippedPPO(OnPolicyAlgorithm):
     ``1.5 * target_kl``, the update stops without applying that step.
 
     Arguments carry Stable-Baselines3 PPO's names, defaults and meanings (so RL Zoo PPO hyperparameters work
-    unchanged), except that gSDE (``use_sde=True``) and custom rollout buffers are not supported.
+    unchanged), except that gSDE (``use_sde=True``) and custom rollout buffer classes are not supported.
 
-    :param policy: ``"MlpPolicy"`` or a subclass of :class:`~sb3_clippedppo.policies.MlpActorCriticPolicy`.
-    :param env: the environment (a Gymnasium env, a VecEnv, or a registered id).
+    :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` (:mod:`sb3_clippedppo.policies`), or a
+        subclass of SB3's ``ActorCriticPolicy`` (trained through its ``forward`` and ``evaluate_actions``).
+    :param env: the environment (a Gymnasium env, a VecEnv, or a registered id). Observations: ``Box`` (vectors or
+        images), ``Discrete``, ``MultiDiscrete``, ``MultiBinary``, ``Dict``; actions: ``Box``, ``Discrete``,
+        ``MultiDiscrete``, ``MultiBinary``.
     :param learning_rate: Adam learning rate, or a schedule of the progress remaining (1 to 0).
-    :param n_steps: steps collected per environment per rollout; the rollout holds ``n_steps * n_envs``
-        transitions, which must be at least 2.
-    :param batch_size: minibatch size, in ``[2, n_steps * n_envs]``.
+    :param n_steps: steps collected per environment per rollout; the rollout holds ``n_steps * n_envs`` transitions.
+    :param batch_size: minibatch size, in ``[1, n_steps * n_envs]`` (at least 2 with ``normalize_advantage``).
     :param n_epochs: passes over the rollout per update, at least 1.
     :param gamma: discount factor, in [0, 1].
     :param gae_lambda: GAE lambda, in [0, 1].
@@ -152,12 +173,16 @@ class ClippedPPO(OnPolicyAlgorithm):
     :param max_grad_norm: maximum global L2 norm of the gradient, > 0.
     :param use_sde: must be False (gSDE is not supported).
     :param sde_sample_freq: unused (gSDE is not supported); kept for compatibility with PPO hyperparameters.
+    :param rollout_buffer_class: None, or SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` (this package's buffer is
+        used in their place: it holds every observation space); other classes are not supported.
+    :param rollout_buffer_kwargs: must be empty (None or ``{}``).
     :param target_kl: KL early stopping threshold (stop when the estimate exceeds ``1.5 * target_kl``), > 0,
         or None for no limit.
     :param stats_window_size: number of episodes averaged in ``rollout/ep_rew_mean`` and ``rollout/ep_len_mean``.
     :param tensorboard_log: tensorboard log directory, or None.
-    :param policy_kwargs: keyword arguments of the policy (``net_arch``, ``activation_fn``, ``ortho_init``,
-        ``log_std_init``, ``optimizer_class``, ``optimizer_kwargs``).
+    :param policy_kwargs: keyword arguments of the policy (SB3's ``net_arch``, ``activation_fn``, ``ortho_init``,
+        ``log_std_init``, ``features_extractor_class``, ``features_extractor_kwargs``, ``share_features_extractor``,
+        ``normalize_images``, ``optimizer_class``, ``optimizer_kwargs``; and ``state_dependent_std``).
     :param verbose: 0 silent, 1 training information, 2 debug.
     :param seed: seed for the random number generators.
     :param device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
@@ -165,8 +190,7 @@ class ClippedPPO(OnPolicyAlgorithm):
 
     Options beyond SB3's PPO (keyword-only; their defaults leave the algorithm above unchanged):
 
-    :param vf_learning_rate: learning rate (or schedule) of the critic's parameters; None: ``learning_rate``.
-        The actor (with ``log_std``) and the critic are separate parameter groups of the one Adam optimizer.
+    :param vf_learning_rate: learning rate (or schedule) of the critic's parameter group; None: ``learning_rate``.
     :param policy_objective: ``"clip"`` (the clipped surrogate) or ``"kl_penalty"`` (PPO-Penalty, Schulman et al.
         2017, section 4: ``mean(r * A) - beta * mean(KL(pi_old || pi))`` with the exact KL of the action
         distributions, and beta adapted after each update by :func:`adapt_kl_coef`).
@@ -176,19 +200,29 @@ class ClippedPPO(OnPolicyAlgorithm):
         ``target_kl``. The factor (attribute ``lr_scale``) is saved.
     :param kl_adaptive_lr_bounds: ``(lowest, highest)`` actor learning rate under ``kl_adaptive_lr``;
         default ``(1e-5, 1e-2)`` (rsl_rl's).
+    :param fast_path: ``"auto"`` (default): train through :mod:`sb3_clippedppo.fast_mlp` (flat parameter storage,
+        closed-form gradients, NumPy rollout actor) where it applies (MLP policy on vector ``Box`` observations, ``Box``
+        or ``Discrete`` actions, the clip objective, an element-wise optimizer), else through autograd; ``False``:
+        always autograd, with the optimizer over the policy's own parameter tensors; ``True``: the fast path, or a
+        ``ValueError`` saying why it does not apply. Both paths compute the same update (to float32 rounding).
+        Attribute :attr:`uses_fast_path` tells which one runs.
     :raises TypeError: for unsupported spaces, policies or arguments of the wrong type.
     :raises ValueError: for arguments out of range.
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpActorCriticPolicy}
-    # Transitions per forward pass when computing the values and log-probabilities of a rollout
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
+    # Transitions per forward pass when a whole rollout is evaluated at once (fast path, exact KL)
     _EVALUATION_CHUNK = 256
-    policy: MlpActorCriticPolicy
+    policy: sb3_policies.ActorCriticPolicy
     rollout_buffer: RolloutBuffer  # type: ignore[assignment]
 
     def __init__(
         self,
-        policy: str | type[MlpActorCriticPolicy],
+        policy: str | type[sb3_policies.ActorCriticPolicy],
         env: GymEnv | str,
         learning_rate: float | Schedule = 3e-4,
         n_steps: int = 2048,
@@ -204,6 +238,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
         sde_sample_freq: int = -1,
+        rollout_buffer_class: type | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
         target_kl: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
@@ -219,12 +255,21 @@ class ClippedPPO(OnPolicyAlgorithm):
         kl_target: float = 0.01,
         kl_adaptive_lr: bool = False,
         kl_adaptive_lr_bounds: tuple[float, float] = (1e-5, 1e-2),
+        fast_path: bool | str = "auto",
     ):
         if use_sde:
             raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO")
+        if rollout_buffer_class is not None and rollout_buffer_class.__name__ not in ("RolloutBuffer", "DictRolloutBuffer"):
+            raise ValueError(
+                f"rollout_buffer_class must be None (ClippedPPO's own buffer, for every observation space), got {rollout_buffer_class!r}"
+            )
+        if rollout_buffer_kwargs:
+            raise ValueError(f"rollout_buffer_kwargs are not supported (ClippedPPO's own buffer), got {rollout_buffer_kwargs!r}")
         _check_schedule("learning_rate", learning_rate)
         _check_int("n_steps", n_steps, 1)
-        _check_int("batch_size", batch_size, 2)
+        _check_int("batch_size", batch_size, 1)
+        if normalize_advantage and batch_size < 2:
+            raise ValueError("batch_size must be >= 2 with normalize_advantage=True (a single advantage has no std), got 1")
         _check_int("n_epochs", n_epochs, 1)
         _check_real("gamma", gamma, 0.0, 1.0)
         _check_real("gae_lambda", gae_lambda, 0.0, 1.0)
@@ -250,9 +295,13 @@ class ClippedPPO(OnPolicyAlgorithm):
             and 0 < kl_adaptive_lr_bounds[0] < kl_adaptive_lr_bounds[1]
         ):
             raise ValueError(f"kl_adaptive_lr_bounds must be (low, high) with 0 < low < high, got {kl_adaptive_lr_bounds!r}")
+        if not (isinstance(fast_path, bool) or fast_path == "auto"):
+            raise ValueError(f"fast_path must be 'auto', True or False, got {fast_path!r}")
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
-        if not (isinstance(policy_class, type) and issubclass(policy_class, MlpActorCriticPolicy)):
-            raise TypeError(f"policy must be 'MlpPolicy' or a subclass of MlpActorCriticPolicy, got {policy!r}")
+        if not (isinstance(policy_class, type) and issubclass(policy_class, sb3_policies.ActorCriticPolicy)):
+            raise TypeError(
+                f"policy must be 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy' or a subclass of SB3's ActorCriticPolicy, got {policy!r}"
+            )
         self._check_policy_kwargs(policy_class, policy_kwargs)
         if env is not None:
             env = maybe_make_env(env, verbose)
@@ -277,14 +326,17 @@ class ClippedPPO(OnPolicyAlgorithm):
             device=device,
             seed=seed,
             _init_setup_model=False,
+            supported_action_spaces=ACTION_SPACES,
         )
         if self.env is not None:
             buffer_size = n_steps * self.n_envs
-            if buffer_size < 2:
-                raise ValueError(f"n_steps * n_envs must be >= 2, got n_steps={n_steps} and n_envs={self.n_envs}")
+            if normalize_advantage and buffer_size < 2:
+                raise ValueError(
+                    f"n_steps * n_envs must be >= 2 with normalize_advantage=True, got n_steps={n_steps} and n_envs={self.n_envs}"
+                )
             if batch_size > buffer_size:
                 raise ValueError(
-                    f"batch_size must be in [2, n_steps * n_envs] = [2, {buffer_size}], got {batch_size} "
+                    f"batch_size must be in [1, n_steps * n_envs] = [1, {buffer_size}], got {batch_size} "
                     f"(n_steps={n_steps}, n_envs={self.n_envs})"
                 )
             if buffer_size % batch_size:
@@ -305,22 +357,22 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.kl_adaptive_lr = kl_adaptive_lr
         self.kl_adaptive_lr_bounds = tuple(kl_adaptive_lr_bounds)
         self.lr_scale = 1.0  # factor on the scheduled learning rates (adapted under kl_adaptive_lr)
+        self.fast_path = fast_path
         if _init_setup_model:
             self._setup_model()
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-        if isinstance(observation_space, spaces.Dict):
+        subspaces = list(observation_space.spaces.values()) if isinstance(observation_space, spaces.Dict) else [observation_space]
+        if not all(isinstance(space, OBSERVATION_SPACES) for space in subspaces):
             raise TypeError(
-                f"env.observation_space must be a gymnasium.spaces.Box, got a Dict space ({observation_space}); "
-                "flatten it with gymnasium.wrappers.FlattenObservation"
+                "env.observation_space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or a Dict of them "
+                f"(not nested), got {observation_space}"
             )
-        if not isinstance(observation_space, spaces.Box):
-            raise TypeError(f"env.observation_space must be a gymnasium.spaces.Box, got {observation_space}")
-        if not isinstance(action_space, (spaces.Box, spaces.Discrete)):
-            raise TypeError(f"env.action_space must be a gymnasium.spaces.Box or Discrete, got {action_space}")
-        if isinstance(action_space, spaces.Box) and not np.all(np.isfinite([action_space.low, action_space.high])):
-            raise ValueError(f"env.action_space must have finite bounds (actions are clipped to them), got {action_space}")
+        if not isinstance(action_space, ACTION_SPACES):
+            raise TypeError(f"env.action_space must be a gymnasium Box, Discrete, MultiDiscrete or MultiBinary, got {action_space}")
+        if isinstance(action_space, spaces.MultiBinary) and not isinstance(action_space.n, (int, np.integer)):
+            raise TypeError(f"env.action_space MultiBinary must be one-dimensional (flatten it), got {action_space}")
 
     @staticmethod
     def _check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None) -> None:
@@ -328,8 +380,17 @@ class ClippedPPO(OnPolicyAlgorithm):
             return
         if not isinstance(policy_kwargs, dict):
             raise TypeError(f"policy_kwargs must be a dict or None, got {policy_kwargs!r}")
-        parameters = inspect.signature(policy_class.__init__).parameters
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        if policy_kwargs.get("use_sde"):
+            raise ValueError("policy_kwargs use_sde=True: gSDE is not supported by ClippedPPO")
+        parameters: dict[str, inspect.Parameter] = {}
+        for cls in policy_class.__mro__:  # subclasses that pass **kwargs on accept their parents' arguments too
+            if "__init__" not in vars(cls):
+                continue
+            own = inspect.signature(cls.__init__).parameters
+            parameters.update({k: v for k, v in own.items() if v.kind is not inspect.Parameter.VAR_KEYWORD})
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in own.values()):
+                break
+        else:
             return
         accepted = [name for name in parameters if name not in ("self", "observation_space", "action_space", "lr_schedule")]
         unknown = sorted(set(policy_kwargs) - set(accepted))
@@ -339,27 +400,81 @@ class ClippedPPO(OnPolicyAlgorithm):
     def _setup_model(self) -> None:
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
+        policy_kwargs = {key: value for key, value in self.policy_kwargs.items() if key != "use_sde"}
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **policy_kwargs
         )
         self.policy = self.policy.to(self.device)
+        # Policies of this package are evaluated through forward_distribution (closed-form distributions, noise drawn
+        # per rollout, exact KL); any other SB3 ActorCriticPolicy through forward() and evaluate_actions()
+        self._native = uses_forward_distribution(self.policy)
+        self._check_policy_supports_options()
+        keeps_distributions = self._native and (
+            self.policy_objective == "kl_penalty" or self.kl_adaptive_lr or getattr(self.policy, "state_dependent_std", False)
+        )
         self.rollout_buffer = RolloutBuffer(
             self.n_steps,
             self.n_envs,
-            obs_dim=self.policy.obs_dim,
-            action_dim=None if self.policy.is_discrete else self.policy.action_dim,
+            self.observation_space,
+            self.action_space,
             gamma=self.gamma,
             gae_lambda=self.gae_lambda,
             device=self.device,
-            distribution_dim=self.policy.action_dim * (1 if self.policy.is_discrete else 2),
+            distribution_dim=self.policy.distribution_class.param_dim(self.action_space) if keeps_distributions else 0,  # type: ignore[union-attr]
         )
         self.vf_lr_schedule = None if self.vf_learning_rate is None else FloatSchedule(self.vf_learning_rate)
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
-        # The update's gradient: closed form (losses.AnalyticLoss) when the policy allows it, else autograd.
-        # Both compute the same loss; set to False to force autograd.
-        self.use_analytic_gradients = AnalyticLoss.supports(self.policy)
+
+        reason = fast_mlp.unsupported_reason(self.policy, self.policy_objective)
+        if self.fast_path is True and reason is not None:
+            raise ValueError(f"fast_path=True, but the fast path does not apply: {reason}")
+        use_fast_path = self.fast_path in ("auto", True) and reason is None
+        self._fast = fast_mlp.FastMlp(self.policy) if use_fast_path else None  # type: ignore[arg-type]
+
+    def _check_policy_supports_options(self) -> None:
+        needs_distributions = [
+            name for name, used in (("policy_objective='kl_penalty'", self.policy_objective == "kl_penalty"),
+                                    ("kl_adaptive_lr=True", self.kl_adaptive_lr)) if used
+        ]  # fmt: skip
+        if needs_distributions and not self._native:
+            raise TypeError(
+                f"{' and '.join(needs_distributions)} need the exact KL between action distributions, which only "
+                f"sb3_clippedppo's policies (not overriding SB3's evaluation methods) provide; got {type(self.policy).__name__}"
+            )
+        group_names = [group.get("name") for group in self.policy.optimizer.param_groups]
+        if self.vf_learning_rate is not None and "critic" not in group_names:
+            raise ValueError(
+                "vf_learning_rate needs an optimizer parameter group named 'critic', as sb3_clippedppo's policies have; "
+                f"{type(self.policy).__name__}'s groups are {group_names}"
+            )
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether updates run through :mod:`sb3_clippedppo.fast_mlp` (see ``fast_path``)."""
+        return self._fast is not None
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_fast", "_native"]
+
+    def set_parameters(
+        self, load_path_or_dict: str | TensorDict | Any, exact_match: bool = True, device: th.device | str = "auto"
+    ) -> None:
+        """
+        SB3's ``set_parameters``; a saved optimizer state whose storage (flat or per tensor, see ``fast_path``) differs
+        from this model's is regrouped first (:func:`~sb3_clippedppo.fast_mlp.regroup_optimizer_state`), so that models
+        saved with either storage, or by sb3_clippedppo 0.1.0, load.
+        """
+        if isinstance(load_path_or_dict, dict):
+            params = dict(load_path_or_dict)
+        else:
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)
+        if params.get("policy.optimizer") is not None:
+            params["policy.optimizer"] = fast_mlp.regroup_optimizer_state(params["policy.optimizer"], self.policy.optimizer)
+        super().set_parameters(params, exact_match=exact_match, device=device)
+
+    # ------------------------------------------------------------------------------------------------ rollout
 
     def collect_rollouts(
         self,
@@ -369,18 +484,17 @@ class ClippedPPO(OnPolicyAlgorithm):
         n_rollout_steps: int,
     ) -> bool:
         """
-        Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every environment, then compute values,
-        log-probabilities, advantages and returns.
+        Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every environment, then compute advantages and returns.
 
-        The policy is fixed during a rollout, so only the actor runs per step; values ``V(s_t)`` and
-        ``log pi(a_t|s_t)`` of all stored transitions are computed afterwards in one batch, together with the
-        values of the observations at which time limits cut episodes: such a truncated step is bootstrapped by
-        adding ``gamma * V(terminal observation)`` to its reward (the observation is normalized when a
-        ``VecNormalize`` wrapper is used, since it normalizes ``terminal_observation``). A true termination is not
-        bootstrapped. Actions are stored raw and clipped to the Box bounds only when sent to the environment.
+        Each step stores the observation, the raw action (clipped to the ``Box`` bounds only when sent to the
+        environment), the reward, the episode-start flag, ``V(s_t)`` and ``log pi(a_t|s_t)`` (the fast path computes the
+        last two for the whole rollout at its end, in one batch: the policy does not change during a rollout). A step
+        at which a time limit cut the episode (truncated, not terminated) is bootstrapped by adding
+        ``gamma * V(terminal observation)`` to its reward (the observation is normalized when a ``VecNormalize`` wrapper
+        is used, since it normalizes ``terminal_observation``); a true termination is not bootstrapped.
 
-        Callbacks see Stable-Baselines3's protocol: ``on_rollout_start``, then ``update_locals`` and
-        ``on_step`` after every environment step (returning False stops training), then ``on_rollout_end``.
+        Callbacks see Stable-Baselines3's protocol: ``on_rollout_start``, then ``update_locals`` and ``on_step`` after
+        every environment step (returning False stops training), then ``on_rollout_end``.
 
         :param env: the training environment.
         :param callback: callback called at each step and at the start and end of the rollout.
@@ -390,24 +504,19 @@ class ClippedPPO(OnPolicyAlgorithm):
         """
         if self._last_obs is None:
             raise RuntimeError("collect_rollouts() needs a previous observation: call learn() instead")
-        policy = self.policy
-        policy.set_training_mode(False)
+        self.policy.set_training_mode(False)
         rollout_buffer.reset()
         n_envs = env.num_envs
+        rollout_step = self._make_rollout_step(n_rollout_steps, n_envs)
         is_box = isinstance(self.action_space, spaces.Box)
-        env_action_shape = (n_envs, *self.action_space.shape)
+        env_action_shape = (n_envs, *self.action_space.shape)  # type: ignore[misc]
         low = self.action_space.low.reshape(-1) if is_box else None  # type: ignore[union-attr]
         high = self.action_space.high.reshape(-1) if is_box else None  # type: ignore[union-attr]
-        # Exploration noise for the whole rollout, drawn at once (standard normal, or Gumbel for Discrete)
-        noise = policy.draw_noise(n_rollout_steps, n_envs).numpy()
-        # The actor for this rollout (a NumPy copy of its weights when it is a plain MLP)
-        sample_actions = policy.make_rollout_sampler()
-        truncated_steps: list[tuple[int, int, np.ndarray]] = []
+        truncated_steps: list[tuple[int, int, Any]] = []
 
         callback.on_rollout_start()
-        n_steps = 0
-        while n_steps < n_rollout_steps:
-            actions = sample_actions(self._last_obs, noise[n_steps])  # type: ignore[arg-type]
+        for n_steps in range(n_rollout_steps):
+            actions, values, log_probs, distribution_params = rollout_step(self._last_obs, n_steps)
             # np.minimum(np.maximum()) is np.clip without its Python-level overhead
             clipped_actions = np.minimum(np.maximum(actions, low), high).reshape(env_action_shape) if is_box else actions
 
@@ -420,89 +529,102 @@ class ClippedPPO(OnPolicyAlgorithm):
                 return False
             self._update_info_buffer(infos, dones)
 
-            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts)  # type: ignore[arg-type]
+            rollout_buffer.add(
+                self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, distribution_params  # type: ignore[arg-type]
+            )
             for idx in np.flatnonzero(dones):
                 info = infos[idx]
                 if info.get("TimeLimit.truncated", False) and info.get("terminal_observation") is not None:
                     truncated_steps.append((n_steps, int(idx), info["terminal_observation"]))
-            n_steps += 1
             self._last_obs = new_obs  # type: ignore[assignment]
             self._last_episode_starts = dones
 
+        if self._fast is not None:
+            self._fast.evaluate_rollout(rollout_buffer, self._EVALUATION_CHUNK)
         with th.no_grad():
-            # In chunks, to keep the peak memory of the networks' activations small
-            observations, all_actions = rollout_buffer.flat_observations(), rollout_buffer.flat_actions()
-            values, log_probs = rollout_buffer.values.reshape(-1), rollout_buffer.log_probs.reshape(-1)
-            distributions = rollout_buffer.old_distributions.reshape(rollout_buffer.size, -1)
-            for start in range(0, rollout_buffer.size, self._EVALUATION_CHUNK):
-                chunk = slice(start, start + self._EVALUATION_CHUNK)
-                x = policy.preprocess(observations[chunk])
-                params = policy.action_params(x)
-                log_probs[chunk] = policy.log_prob_and_entropy(params, all_actions[chunk])[0].cpu().numpy()
-                values[chunk] = policy.value(x).cpu().numpy()
-                distributions[chunk] = policy.distribution_params(params).cpu().numpy()
-            last_values = policy.value(policy.preprocess(th.as_tensor(new_obs)))
+            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device)).flatten().cpu().numpy()  # type: ignore[arg-type]
             if truncated_steps:
-                terminal_obs = np.stack([obs for _, _, obs in truncated_steps])
-                terminal_values = policy.value(policy.preprocess(th.as_tensor(terminal_obs))).cpu().numpy()
-        for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values if truncated_steps else [], strict=True):
-            rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
-        rollout_buffer.compute_returns_and_advantage(last_values=last_values.cpu().numpy(), dones=dones)
+                terminal_obs = [obs for _, _, obs in truncated_steps]
+                stacked = (
+                    {key: np.stack([obs[key] for obs in terminal_obs]) for key in terminal_obs[0]}
+                    if isinstance(terminal_obs[0], dict)
+                    else np.stack(terminal_obs)
+                )
+                terminal_values = self.policy.predict_values(obs_as_tensor(stacked, self.device)).flatten().cpu().numpy()
+                for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values, strict=True):
+                    rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
 
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _make_rollout_step(self, n_steps: int, n_envs: int) -> RolloutStep:
+        """
+        The per-step actor for the next rollout (:data:`RolloutStep`). This package's policies sample with noise drawn
+        for the whole rollout at once (``policy.draw_noise``, torch's global generator, on the CPU), so that the fast
+        path and autograd take the same actions; other SB3 policies sample in their ``forward``, as in SB3's PPO.
+        """
+        policy, device = self.policy, self.device
+        if not self._native:
+
+            @th.no_grad()
+            def sb3_step(obs: Any, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
+                actions, values, log_probs = policy(obs_as_tensor(obs, device))
+                return actions.cpu().numpy(), values.flatten().cpu().numpy(), log_probs.cpu().numpy(), None
+
+            return sb3_step
+
+        noise = policy.draw_noise(n_steps, n_envs)  # type: ignore[operator]
+        if self._fast is not None:
+            actor = self._fast.rollout_step(noise)
+            return lambda obs, step: (actor(obs, step), None, None, None)
+        keeps_distributions = self.rollout_buffer.old_distributions.shape[-1] > 0
+
+        @th.no_grad()
+        def native_step(obs: Any, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+            distribution, values = policy.forward_distribution(obs_as_tensor(obs, device))  # type: ignore[operator]
+            actions = distribution.sample(noise[step].to(device))
+            log_probs = distribution.log_prob(actions)
+            params = distribution.params().cpu().numpy() if keeps_distributions else None
+            return actions.cpu().numpy(), values.cpu().numpy(), log_probs.cpu().numpy(), params
+
+        return native_step
+
+    # ------------------------------------------------------------------------------------------------ update
 
     def train(self) -> None:
         """
         Update the policy on the current rollout: ``n_epochs`` passes of shuffled minibatches, each a step of
         the clipped surrogate objective (Schulman et al. 2017, eq. 7; or PPO-Penalty's, section 4), the (optionally
         clipped) value loss and the entropy bonus, with global gradient-norm clipping, until the KL estimate exceeds
-        ``1.5 * target_kl``. Then, when an option needs it, the exact KL between the rollout policy and the updated
-        one adapts PPO-Penalty's beta (:func:`adapt_kl_coef`) and the learning-rate factor (:func:`adapt_lr_scale`).
+        ``1.5 * target_kl``; then :meth:`_after_update` (adaptive rules, logging).
 
         :raises NonFiniteLossError: when a minibatch's loss or gradient is NaN or infinite (before any step with it).
         """
-        policy = self.policy
-        policy.set_training_mode(True)
-        policy.ensure_flat_parameters()
-        self._update_learning_rates(policy.optimizer)
+        self.policy.set_training_mode(True)
+        if self._fast is not None:
+            self._fast.prepare()
+        self._update_learning_rates(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
-        # Closed-form gradients where the policy allows them (same loss, no autograd bookkeeping), else autograd
-        use_analytic = self.use_analytic_gradients and self.policy_objective == "clip"
-        analytic = AnalyticLoss(policy, self.ent_coef, self.vf_coef) if use_analytic else None
 
-        n_batches = -(-self.rollout_buffer.size // self.batch_size)
-        # Per evaluated minibatch: policy gradient loss, value loss, entropy loss, approx KL, clip fraction, loss.
-        stats = th.zeros((self.n_epochs * n_batches, 6), device=self.device)
-        epoch_of_row = np.zeros(self.n_epochs * n_batches, dtype=np.int64)
-        row = 0
-        early_stop_epoch = -1
-        grad_steps = 0
-
+        # Per-minibatch statistics, kept as tensors until the update ends (no device synchronization per step)
+        stats: dict[str, list[th.Tensor]] = defaultdict(list)
+        early_stop_epoch, gradient_steps = -1, 0
         for epoch in range(self.n_epochs):
+            approx_kl_divs: list[th.Tensor] = []  # of this epoch, as SB3 logs them
             for batch_index, batch in enumerate(self.rollout_buffer.minibatches(self.batch_size)):
-                advantages = batch.advantages
-                if self.normalize_advantage and len(advantages) > 1:
-                    advantages = normalize_advantages(advantages)
-                if analytic is not None:
-                    terms = analytic.forward(batch, advantages, clip_range, clip_range_vf)
-                else:
-                    terms = ppo_loss(
-                        policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef,
-                        policy_objective=self.policy_objective, kl_coef=self.kl_coef,
-                    )  # fmt: skip
-
+                terms = self._minibatch_loss(batch, clip_range, clip_range_vf)
                 with th.no_grad():
                     # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
                     approx_kl = ((terms.ratio - 1) - terms.log_ratio).mean()
-                    clip_fraction = ((terms.ratio - 1).abs() > clip_range).float().mean()
-                    stats[row] = th.stack(
-                        [terms.policy_loss, terms.value_loss, terms.entropy_loss, approx_kl, clip_fraction, terms.loss]
-                    )
-                epoch_of_row[row] = epoch
-                row += 1
+                    stats["policy_loss"].append(terms.policy_loss.detach())
+                    stats["value_loss"].append(terms.value_loss.detach())
+                    stats["entropy_loss"].append(terms.entropy_loss.detach())
+                    stats["clip_fraction"].append(((terms.ratio - 1).abs() > clip_range).float().mean())
+                    approx_kl_divs.append(approx_kl)
+                last_loss = terms.loss
 
                 if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
                     early_stop_epoch = epoch
@@ -512,40 +634,74 @@ class ClippedPPO(OnPolicyAlgorithm):
                             f"approx_kl={approx_kl.item():.4f} > 1.5 * target_kl={1.5 * self.target_kl:.4f}"
                         )
                     break
-
-                if analytic is not None:
-                    analytic.backward()  # overwrites every gradient
-                else:
-                    policy.zero_flat_grad()
-                    terms.loss.backward()
-                grad_norm = policy.clip_grad_norm_(self.max_grad_norm)
-                if not np.isfinite(grad_norm):
-                    raise NonFiniteLossError(
-                        f"non-finite loss or gradient in update {self._n_updates // self.n_epochs + 1} "
-                        f"(epoch {epoch}, minibatch {batch_index}): loss={terms.loss.item()}, grad_norm={grad_norm}, "
-                        f"policy_loss={terms.policy_loss.item()}, value_loss={terms.value_loss.item()}; no step was applied"
-                    )
-                policy.optimizer.step()
-                grad_steps += 1
+                self._gradient_step(terms, epoch, batch_index)
+                gradient_steps += 1
 
             self._n_updates += 1
             if early_stop_epoch >= 0:
                 break
+        stats["approx_kl"] = approx_kl_divs
+        self._after_update(stats, last_loss, clip_range, clip_range_vf, early_stop_epoch, gradient_steps)
 
-        stats_np = stats[:row].cpu().numpy()
-        last_epoch_rows = epoch_of_row[:row] == epoch_of_row[row - 1]
+    def _minibatch_loss(self, batch: RolloutBatch, clip_range: float, clip_range_vf: float | None) -> LossTerms:
+        """The loss terms of one minibatch (advantages normalized per minibatch if ``normalize_advantage``)."""
+        advantages = batch.advantages
+        if self.normalize_advantage and len(advantages) > 1:
+            advantages = normalize_advantages(advantages)
+        if self._fast is not None:
+            return self._fast.loss(batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef)
+        return ppo_loss(
+            self.policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef,
+            policy_objective=self.policy_objective, kl_coef=self.kl_coef,
+        )  # fmt: skip
+
+    def _gradient_step(self, terms: LossTerms, epoch: int, batch_index: int) -> None:
+        """
+        The gradient of ``terms.loss``, clipped to a global norm of ``max_grad_norm``, then one optimizer step.
+
+        :raises NonFiniteLossError: when the gradient is not finite (no step is taken).
+        """
+        if self._fast is not None:
+            self._fast.backward()
+            grad_norm = self._fast.clip_grad_norm_(self.max_grad_norm)
+        else:
+            self.policy.optimizer.zero_grad()
+            terms.loss.backward()
+            grad_norm = float(th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm))
+        if not np.isfinite(grad_norm):
+            raise NonFiniteLossError(
+                f"non-finite loss or gradient in update {self._n_updates // self.n_epochs + 1} "
+                f"(epoch {epoch}, minibatch {batch_index}): loss={terms.loss.item()}, grad_norm={grad_norm}, "
+                f"policy_loss={terms.policy_loss.item()}, value_loss={terms.value_loss.item()}; no step was applied"
+            )
+        self.policy.optimizer.step()
+
+    def _after_update(
+        self,
+        stats: dict[str, list[th.Tensor]],
+        last_loss: th.Tensor,
+        clip_range: float,
+        clip_range_vf: float | None,
+        early_stop_epoch: int,
+        gradient_steps: int,
+    ) -> None:
+        """
+        After an update: measure the exact KL between the rollout policy and the updated one where an option needs it,
+        adapt PPO-Penalty's beta (:func:`adapt_kl_coef`) and the learning-rate factor (:func:`adapt_lr_scale`), and log
+        SB3 PPO's statistics.
+        """
+        means = {name: th.stack(values).mean().item() for name, values in stats.items()}
+        self.logger.record("train/entropy_loss", means["entropy_loss"])
+        self.logger.record("train/policy_gradient_loss", means["policy_loss"])
+        self.logger.record("train/value_loss", means["value_loss"])
+        self.logger.record("train/approx_kl", means["approx_kl"])
+        self.logger.record("train/clip_fraction", means["clip_fraction"])
+        self.logger.record("train/loss", last_loss.item())
         buffer = self.rollout_buffer
-        self.logger.record("train/entropy_loss", float(np.mean(stats_np[:, 2])))
-        self.logger.record("train/policy_gradient_loss", float(np.mean(stats_np[:, 0])))
-        self.logger.record("train/value_loss", float(np.mean(stats_np[:, 1])))
-        # As in Stable-Baselines3: the mean KL estimate over the minibatches of the last epoch
-        self.logger.record("train/approx_kl", float(np.mean(stats_np[last_epoch_rows, 3])))
-        self.logger.record("train/clip_fraction", float(np.mean(stats_np[:, 4])))
-        self.logger.record("train/loss", float(stats_np[-1, 5]))
-        explained_var = explained_variance(buffer.values.ravel(), buffer.returns.ravel())
-        self.logger.record("train/explained_variance", float(explained_var))
-        # Exact KL between the rollout policy and the updated one, for the adaptive rules (and std, if per state)
-        if self.policy_objective == "kl_penalty" or self.kl_adaptive_lr or policy.state_dependent_std:
+        self.logger.record("train/explained_variance", float(explained_variance(buffer.values.ravel(), buffer.returns.ravel())))
+
+        state_dependent_std = getattr(self.policy, "state_dependent_std", False)
+        if self.policy_objective == "kl_penalty" or self.kl_adaptive_lr or (self._native and state_dependent_std):
             kl, std = self._measure_updated_policy()
             self.logger.record("train/kl", kl)
             if self.policy_objective == "kl_penalty":
@@ -555,17 +711,18 @@ class ClippedPPO(OnPolicyAlgorithm):
                 learning_rate = self.lr_schedule(self._current_progress_remaining)
                 self.lr_scale = adapt_lr_scale(self.lr_scale, kl, self.target_kl, learning_rate, self.kl_adaptive_lr_bounds)  # type: ignore[arg-type]
                 self.logger.record("train/lr_scale", self.lr_scale)
-            if policy.state_dependent_std:
+            if state_dependent_std:
                 self.logger.record("train/std", std)
-        if not policy.is_discrete and not policy.state_dependent_std:
-            self.logger.record("train/std", th.exp(policy.log_std).mean().item())
+        log_std = getattr(self.policy, "log_std", None)
+        if isinstance(log_std, th.Tensor) and not state_dependent_std:
+            self.logger.record("train/std", th.exp(log_std).mean().item())
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/clip_range", clip_range)
         if clip_range_vf is not None:
             self.logger.record("train/clip_range_vf", clip_range_vf)
         # Not in Stable-Baselines3: where KL early stopping fired (-1: it did not) and how many steps were applied
         self.logger.record("train/early_stop_epoch", early_stop_epoch)
-        self.logger.record("train/minibatch_updates", grad_steps)
+        self.logger.record("train/minibatch_updates", gradient_steps)
 
     def _update_learning_rates(self, optimizer: th.optim.Optimizer) -> None:
         """Set the actor's and the critic's learning rates from their schedules (and ``lr_scale``); log them."""
@@ -582,7 +739,7 @@ class ClippedPPO(OnPolicyAlgorithm):
     def _measure_updated_policy(self) -> tuple[float, float]:
         """
         Mean exact ``KL(pi_old || pi)`` over the rollout's observations, between the policy that collected the rollout
-        and the updated one, and the updated policy's mean standard deviation there (NaN for Discrete actions).
+        and the updated one, and the updated policy's mean standard deviation there (NaN without ``Box`` actions).
         """
         policy, buffer = self.policy, self.rollout_buffer
         observations = buffer.flat_observations()
@@ -590,12 +747,13 @@ class ClippedPPO(OnPolicyAlgorithm):
         kl_sum, std_sum = 0.0, 0.0
         for start in range(0, buffer.size, self._EVALUATION_CHUNK):
             chunk = slice(start, start + self._EVALUATION_CHUNK)
-            params = policy.action_params(policy.preprocess(observations[chunk]))
-            kl_sum += policy.kl_divergence(old_distributions[chunk], params).sum().item()
-            if not policy.is_discrete:
-                log_std = policy.gaussian_params(params)[1]
-                std_sum += th.exp(log_std).mean(dim=-1).expand(params.shape[0]).sum().item()
-        return kl_sum / buffer.size, (std_sum / buffer.size if not policy.is_discrete else float("nan"))
+            distribution, _ = policy.forward_distribution(map_observations(lambda x, c=chunk: x[c], observations))  # type: ignore[operator]
+            kl_sum += policy.distribution_from_params(old_distributions[chunk]).kl(distribution).sum().item()  # type: ignore[operator]
+            if isinstance(distribution, DiagGaussian):
+                std = th.exp(distribution.log_std).mean(dim=-1).expand(distribution.mean.shape[0])
+                std_sum += std.sum().item()
+        gaussian = isinstance(self.action_space, spaces.Box)
+        return kl_sum / buffer.size, (std_sum / buffer.size if gaussian else float("nan"))
 
     def learn(
         self: SelfClippedPPO,
