@@ -306,6 +306,11 @@ class ClippedPPO(OnPolicyAlgorithm):
         if env is not None:
             env = maybe_make_env(env, verbose)
             self._check_spaces(env.observation_space, env.action_space)
+            if isinstance(env.observation_space, spaces.Dict) and policy in ("MlpPolicy", "CnnPolicy"):
+                raise ValueError(
+                    f"Dict observations need policy='MultiInputPolicy', not {policy!r} "
+                    "(or flatten them with gymnasium.wrappers.FlattenObservation)"
+                )
 
         super().__init__(
             policy_class,
@@ -373,6 +378,8 @@ class ClippedPPO(OnPolicyAlgorithm):
             raise TypeError(f"env.action_space must be a gymnasium Box, Discrete, MultiDiscrete or MultiBinary, got {action_space}")
         if isinstance(action_space, spaces.MultiBinary) and not isinstance(action_space.n, (int, np.integer)):
             raise TypeError(f"env.action_space MultiBinary must be one-dimensional (flatten it), got {action_space}")
+        if isinstance(action_space, spaces.Box) and not np.all(np.isfinite([action_space.low, action_space.high])):
+            raise ValueError(f"env.action_space must have finite bounds (actions are clipped to them), got {action_space}")
 
     @staticmethod
     def _check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None) -> None:

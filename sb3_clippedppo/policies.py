@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common import policies as sb3_policies
@@ -23,6 +24,35 @@ from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian,
 # Methods of SB3's ActorCriticPolicy that :meth:`ActorCriticPolicy.forward_distribution` stands in for: a subclass
 # that overrides one of them is trained through them (as any SB3 policy), see :func:`uses_forward_distribution`.
 SB3_EVALUATION_METHODS = ("forward", "evaluate_actions", "extract_features", "_get_action_dist_from_latent", "predict_values")
+
+
+def check_net_arch(net_arch: Any) -> None:
+    """
+    Check a ``net_arch`` in one of Stable-Baselines3's forms: None, a list of layer sizes (used for the actor and the
+    critic, not shared), or ``dict(pi=[...], vf=[...])`` (SB3 also accepts, with a warning, that dict inside a list).
+
+    :param net_arch: the architecture.
+    :raises TypeError: for any other form, or sizes that are not ints.
+    :raises ValueError: for a layer size below 1.
+    """
+    if isinstance(net_arch, list) and net_arch and isinstance(net_arch[0], dict):
+        net_arch = net_arch[0]
+    if net_arch is None:
+        return
+    if isinstance(net_arch, dict):
+        unknown = set(net_arch) - {"pi", "vf"}
+        if unknown:
+            raise TypeError(f"net_arch dict accepts only the keys 'pi' and 'vf', got {sorted(unknown)}")
+        sizes = [*net_arch.get("pi", []), *net_arch.get("vf", [])]
+    elif isinstance(net_arch, (list, tuple)):
+        sizes = list(net_arch)
+    else:
+        raise TypeError(f"net_arch must be None, a list of ints or dict(pi=[...], vf=[...]), got {net_arch!r}")
+    for size in sizes:
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
+            raise TypeError(f"net_arch layer sizes must be ints, got {size!r}")
+        if size < 1:
+            raise ValueError(f"net_arch layer sizes must be >= 1, got {size}")
 
 
 class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
@@ -65,8 +95,8 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     :param optimizer_class: optimizer class (default Adam with ``eps=1e-5``, as SB3).
     :param optimizer_kwargs: optimizer arguments other than the learning rate.
     :param state_dependent_std: the actor outputs the log standard deviation per state (``Box`` actions only).
-    :raises ValueError: for gSDE, ``squash_output``, or ``state_dependent_std`` without ``Box`` actions.
-    :raises TypeError: for an unsupported action space.
+    :raises ValueError: for gSDE, ``squash_output``, ``state_dependent_std`` without ``Box`` actions, layer sizes below 1.
+    :raises TypeError: for an unsupported action space, or a ``net_arch`` or ``activation_fn`` of the wrong type.
     """
 
     log_std: nn.Parameter
@@ -98,6 +128,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             raise ValueError("squash_output=True is only available with gSDE, which ClippedPPO does not support")
         if not (isinstance(activation_fn, type) and issubclass(activation_fn, nn.Module)):
             raise TypeError(f"activation_fn must be a torch.nn.Module class such as nn.Tanh, got {activation_fn!r}")
+        check_net_arch(net_arch)
         self.distribution_class = distribution_class(action_space)
         if state_dependent_std and self.distribution_class is not DiagGaussian:
             raise ValueError(f"state_dependent_std=True needs a Box action space (it sets a Gaussian's std), got {action_space}")

@@ -146,10 +146,11 @@ def test_rollout_values_and_log_probs_are_those_of_the_rollout_policy():
     # Recompute with a fresh model holding the rollout parameters: same seed, same initial weights
     fresh = ClippedPPO("MlpPolicy", env, n_steps=40, batch_size=20, seed=1, policy_kwargs=dict(log_std_init=-0.5))
     with th.no_grad():
-        mean = fresh.policy.actor(obs)
-        dist = th.distributions.Normal(mean, fresh.policy.log_std.exp())
+        policy = fresh.policy
+        mean = policy.action_net(policy.mlp_extractor.policy_net(obs))
+        dist = th.distributions.Normal(mean, policy.log_std.exp())
         log_probs = dist.log_prob(th.as_tensor(snap["actions"].reshape(40, 2))).sum(-1)
-        values = fresh.policy.critic(obs).squeeze(-1)
+        values = policy.value_net(policy.mlp_extractor.value_net(obs)).squeeze(-1)
     np.testing.assert_allclose(snap["log_probs"].ravel(), log_probs.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(snap["values"].ravel(), values.numpy(), rtol=1e-5, atol=1e-6)
 

@@ -21,12 +21,16 @@ def make_env(n_envs=1):
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(batch_size=1), ValueError, r"batch_size must be >= 2"),
-        (dict(batch_size=0), ValueError, r"batch_size must be >= 2"),
-        (dict(n_steps=16, batch_size=17), ValueError, r"batch_size must be in \[2, n_steps \* n_envs\] = \[2, 16\]"),
+        (dict(batch_size=1), ValueError, r"batch_size must be >= 2 with normalize_advantage=True"),
+        (dict(batch_size=0), ValueError, r"batch_size must be >= 1"),
+        (dict(n_steps=16, batch_size=17), ValueError, r"batch_size must be in \[1, n_steps \* n_envs\] = \[1, 16\]"),
         (dict(batch_size=64.0), TypeError, r"batch_size must be an int"),
         (dict(n_steps=0), ValueError, r"n_steps must be >= 1"),
-        (dict(n_steps=1, batch_size=2), ValueError, r"n_steps \* n_envs must be >= 2"),
+        (dict(n_steps=1, batch_size=1, normalize_advantage=True), ValueError, r"batch_size must be >= 2"),
+        (dict(n_steps=1, batch_size=2), ValueError, r"n_steps \* n_envs must be >= 2 with normalize_advantage"),
+        (dict(fast_path="yes"), ValueError, r"fast_path must be 'auto', True or False"),
+        (dict(rollout_buffer_class=dict), ValueError, r"rollout_buffer_class must be None"),
+        (dict(rollout_buffer_kwargs=dict(n=1)), ValueError, r"rollout_buffer_kwargs are not supported"),
         (dict(n_epochs=0), ValueError, r"n_epochs must be >= 1"),
         (dict(clip_range=0.0), ValueError, r"clip_range must be > 0"),
         (dict(clip_range=-0.2), ValueError, r"clip_range must be > 0"),
@@ -46,8 +50,12 @@ def make_env(n_envs=1):
         (dict(learning_rate=-1e-3), ValueError, r"learning_rate must be > 0"),
         (dict(use_sde=True), ValueError, r"use_sde=True .* is not supported"),
         (dict(stats_window_size=0), ValueError, r"stats_window_size must be >= 1"),
-        (dict(policy_kwargs=dict(squash_output=True)), TypeError, r"policy_kwargs \['squash_output'\] not accepted"),
-        (dict(policy_kwargs=dict(net_arch=[dict(pi=[64], vf=[64])])), TypeError, r"net_arch"),
+        (dict(policy_kwargs=dict(squash_output=True)), ValueError, r"squash_output=True is only available with gSDE"),
+        (dict(policy_kwargs=dict(use_sde=True)), ValueError, r"gSDE is not supported"),
+        (dict(policy_kwargs=dict(shared_layers=2)), TypeError, r"policy_kwargs \['shared_layers'\] not accepted"),
+        (dict(policy_kwargs=dict(net_arch="64")), TypeError, r"net_arch must be None, a list of ints or dict\(pi=\[...\], vf=\[...\]\)"),
+        (dict(policy_kwargs=dict(net_arch=dict(pi=[64], q=[64]))), TypeError, r"net_arch dict accepts only the keys 'pi' and 'vf'"),
+        (dict(policy_kwargs=dict(net_arch=[64, 0])), ValueError, r"net_arch layer sizes must be >= 1"),
         (dict(policy_kwargs=dict(activation_fn="relu")), TypeError, r"activation_fn must be a torch.nn.Module class"),
         (dict(policy_kwargs=[1]), TypeError, r"policy_kwargs must be a dict"),
     ],
@@ -65,7 +73,7 @@ def test_batch_size_that_does_not_divide_the_rollout_warns():
 
 def test_batch_size_bound_counts_all_envs():
     ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=32)  # 8 * 4 = 32: fine
-    with pytest.raises(ValueError, match=r"\[2, 32\]"):
+    with pytest.raises(ValueError, match=r"\[1, 32\]"):
         ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=33)
 
 
@@ -86,10 +94,11 @@ BOX = spaces.Box(-1, 1, (3,), np.float32)
 @pytest.mark.parametrize(
     "observation_space, action_space, error, match",
     [
-        (spaces.Dict({"a": BOX}), BOX, TypeError, r"Dict space .*FlattenObservation"),
-        (spaces.Discrete(4), BOX, TypeError, r"observation_space must be a gymnasium.spaces.Box"),
-        (BOX, spaces.MultiDiscrete([2, 3]), TypeError, r"action_space must be a gymnasium.spaces.Box or Discrete"),
-        (BOX, spaces.MultiBinary(3), TypeError, r"action_space must be a gymnasium.spaces.Box or Discrete"),
+        (spaces.Tuple([BOX, BOX]), BOX, TypeError, r"observation_space must be a gymnasium Box, Discrete, .* or a Dict"),
+        (spaces.Dict({"a": spaces.Dict({"b": BOX})}), BOX, TypeError, r"\(not nested\)"),
+        (BOX, spaces.Tuple([BOX]), TypeError, r"action_space must be a gymnasium Box, Discrete, MultiDiscrete or MultiBinary"),
+        (BOX, spaces.MultiBinary([2, 3]), TypeError, r"MultiBinary must be one-dimensional"),
+        (spaces.Dict({"a": BOX}), BOX, ValueError, r"Dict observations need policy='MultiInputPolicy', not 'MlpPolicy'"),
         (BOX, spaces.Box(-np.inf, np.inf, (2,), np.float32), ValueError, r"action_space must have finite bounds"),
     ],
 )
@@ -99,9 +108,9 @@ def test_unsupported_spaces_are_rejected(observation_space, action_space, error,
 
 
 def test_unknown_policy_is_rejected():
-    with pytest.raises(ValueError, match="CnnPolicy"):
-        ClippedPPO("CnnPolicy", make_env())
-    with pytest.raises(TypeError, match="policy must be 'MlpPolicy'"):
+    with pytest.raises(ValueError, match="LstmPolicy unknown"):
+        ClippedPPO("LstmPolicy", make_env())
+    with pytest.raises(TypeError, match="policy must be 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy' or a subclass"):
         ClippedPPO(th.nn.Linear, make_env())
 
 

@@ -115,7 +115,8 @@ def test_compute_gae_rejects_bad_shapes():
 
 
 def test_buffer_preallocates_and_serves_permuted_minibatches():
-    buffer = RolloutBuffer(n_steps=8, n_envs=2, obs_dim=3, action_dim=2, gamma=0.99, gae_lambda=0.95)
+    box = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    buffer = RolloutBuffer(8, 2, box, spaces.Box(-1, 1, (2,), np.float32), gamma=0.99, gae_lambda=0.95)
     for name in ("observations", "actions", "rewards", "episode_starts", "values", "log_probs"):
         assert getattr(buffer, name).shape[:2] == (8, 2), name
     for t in range(8):
@@ -138,3 +139,36 @@ def test_buffer_preallocates_and_serves_permuted_minibatches():
     # Fields stay aligned: observation value t pairs with action t + 0.5
     for batch in epoch_1:
         th.testing.assert_close(batch.actions[:, 0], batch.observations[:, 0] + 0.5)
+
+
+@pytest.mark.parametrize(
+    "observation_space, sample, stored_shape, dtype",
+    [
+        (spaces.Discrete(5), np.array([3, 1]), (1,), np.int64),
+        (spaces.MultiDiscrete([3, 4]), np.array([[2, 3], [0, 1]]), (2,), np.int64),
+        (spaces.MultiBinary(3), np.array([[1, 0, 1], [0, 0, 1]], dtype=np.int8), (3,), np.int8),
+        (spaces.Box(0, 255, (4, 4, 1), np.uint8), np.full((2, 4, 4, 1), 200, np.uint8), (4, 4, 1), np.uint8),
+        (spaces.Box(-1, 1, (2,), np.float64), np.array([[0.5, -0.5], [0.25, 1.0]]), (2,), np.float32),
+    ],
+)
+def test_buffer_stores_each_observation_space_in_sb3_layout(observation_space, sample, stored_shape, dtype):
+    buffer = RolloutBuffer(2, 2, observation_space, spaces.Discrete(2), gamma=0.99, gae_lambda=0.95)
+    assert buffer.observations.shape == (2, 2, *stored_shape) and buffer.observations.dtype == dtype
+    buffer.add(sample, np.array([1, 0]), np.zeros(2), np.zeros(2))
+    np.testing.assert_array_equal(buffer.observations[0].reshape(sample.shape), sample)
+    assert buffer.actions.dtype == np.int64 and buffer.actions.shape == (2, 2)
+
+
+def test_buffer_keeps_dict_observations_aligned():
+    observation_space = spaces.Dict({"vec": spaces.Box(-1, 1, (2,), np.float32), "cell": spaces.Discrete(9)})
+    buffer = RolloutBuffer(4, 2, observation_space, spaces.MultiBinary(3), gamma=0.99, gae_lambda=0.95)
+    for t in range(4):
+        obs = {"vec": np.full((2, 2), t, np.float32), "cell": np.array([t, t + 4])}
+        buffer.add(obs, np.full((2, 3), t % 2), np.zeros(2), np.zeros(2))
+    buffer.compute_returns_and_advantage(np.zeros(2), np.zeros(2))
+    (batch,) = list(buffer.minibatches(batch_size=8))
+    assert set(batch.observations) == {"vec", "cell"}
+    assert batch.observations["cell"].shape == (8, 1) and batch.actions.shape == (8, 3)
+    step = batch.observations["vec"][:, 0]
+    th.testing.assert_close(batch.observations["cell"][:, 0] % 4, step.long())
+    th.testing.assert_close(batch.actions[:, 0], step % 2)

@@ -17,7 +17,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_clippedppo import ClippedPPO, MlpActorCriticPolicy
+from sb3_clippedppo import ActorCriticCnnPolicy, ActorCriticPolicy, ClippedPPO, MultiInputActorCriticPolicy
 
 SB3_PPO_TRAIN_KEYS = {
     "train/approx_kl",
@@ -41,8 +41,12 @@ def small_model(env="Pendulum-v1", **kwargs) -> ClippedPPO:
 
 def test_policy_alias_and_class():
     model = small_model()
-    assert isinstance(model.policy, MlpActorCriticPolicy)
-    assert ClippedPPO.policy_aliases["MlpPolicy"] is MlpActorCriticPolicy
+    assert isinstance(model.policy, ActorCriticPolicy)
+    assert ClippedPPO.policy_aliases == {
+        "MlpPolicy": ActorCriticPolicy,
+        "CnnPolicy": ActorCriticCnnPolicy,
+        "MultiInputPolicy": MultiInputActorCriticPolicy,
+    }
 
 
 def test_save_load_round_trip_gives_identical_actions_and_state(tmp_path):
@@ -65,13 +69,13 @@ def test_save_load_round_trip_gives_identical_actions_and_state(tmp_path):
     state, loaded_state = model.policy.optimizer.state_dict()["state"], loaded.policy.optimizer.state_dict()["state"]
     for key in ("exp_avg", "exp_avg_sq"):
         th.testing.assert_close(loaded_state[0][key], state[0][key])
-    assert loaded.policy.flat_parameters_intact()
+    assert loaded.uses_fast_path and loaded._fast.flat.intact()
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 384
 
     # The policy alone saves and loads too
     model.policy.save(tmp_path / "policy.pth")
-    policy = MlpActorCriticPolicy.load(tmp_path / "policy.pth")
+    policy = ActorCriticPolicy.load(tmp_path / "policy.pth")
     np.testing.assert_array_equal(policy.predict(obs, deterministic=True)[0], actions)
 
 
