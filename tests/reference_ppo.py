@@ -13,13 +13,14 @@ from torch.nn import functional as F
 
 
 class ReferenceActorCritic(nn.Module):
-    """A copy of a ClippedPPO policy's networks and ``log_std`` as ordinary, separate parameters."""
+    """A copy of a ClippedPPO MLP policy's networks and ``log_std`` as ordinary, separate parameters, in the order of
+    ``policy.parameters()``."""
 
     def __init__(self, policy):
         super().__init__()
-        self.actor = copy.deepcopy(policy.actor)
-        self.critic = copy.deepcopy(policy.critic)
         self.log_std = nn.Parameter(policy.log_std.detach().clone())
+        self.actor = copy.deepcopy(nn.Sequential(*policy.mlp_extractor.policy_net, policy.action_net))
+        self.critic = copy.deepcopy(nn.Sequential(*policy.mlp_extractor.value_net, policy.value_net))
         # deepcopy keeps parameter *data* views into the policy's flat buffer: give each its own storage
         for param in self.parameters():
             param.data = param.data.clone()
@@ -72,4 +73,10 @@ def reference_train(model: ReferenceActorCritic, optimizer: th.optim.Optimizer, 
 
 
 def parameters_of(module: nn.Module) -> np.ndarray:
-    return np.concatenate([p.detach().cpu().numpy().ravel() for p in module.parameters()])
+    """All parameters, in the order of ``ReferenceActorCritic``: ``log_std``, the actor's, the critic's."""
+    if isinstance(module, ReferenceActorCritic):
+        params = list(module.parameters())
+    else:  # a ClippedPPO policy
+        params = [module.log_std, *module.mlp_extractor.policy_net.parameters(), *module.action_net.parameters(),
+                  *module.mlp_extractor.value_net.parameters(), *module.value_net.parameters()]  # fmt: skip
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in params])

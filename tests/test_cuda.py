@@ -17,7 +17,7 @@ def test_cuda_model_lives_on_the_gpu_and_trains(tmp_path):
     model = ClippedPPO("MlpPolicy", "Pendulum-v1", device="cuda", seed=0, **HYPERPARAMS)
     assert model.device.type == "cuda"
     assert all(p.is_cuda for p in model.policy.parameters())
-    assert model.policy._flat_data.is_cuda and model.policy.flat_parameters_intact()
+    assert model.uses_fast_path and model._fast.flat.data.is_cuda and model._fast.flat.intact()
     before = model.policy.parameters_to_vector()
     model.learn(1024)
     after = model.policy.parameters_to_vector()
@@ -29,10 +29,10 @@ def test_cuda_model_lives_on_the_gpu_and_trains(tmp_path):
     np.testing.assert_allclose(on_cpu.predict(obs, deterministic=True)[0], actions, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("analytic", [True, False], ids=["closed-form", "autograd"])
-def test_cuda_update_matches_the_reference_on_the_gpu(analytic):
-    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), device="cuda", seed=0, **HYPERPARAMS)
-    model.use_analytic_gradients = analytic
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "autograd"])
+def test_cuda_update_matches_the_reference_on_the_gpu(fast_path):
+    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), device="cuda", seed=0,
+                       fast_path=fast_path, **HYPERPARAMS)  # fmt: skip
     _, callback = model._setup_learn(10**6, None)
     reference = ReferenceActorCritic(model.policy)
     optimizer = th.optim.Adam(reference.parameters(), lr=HYPERPARAMS["learning_rate"], eps=1e-5)
@@ -52,3 +52,12 @@ def test_cuda_learns_cartpole():
                        n_steps=32, batch_size=256, n_epochs=20, gae_lambda=0.8, gamma=0.98, learning_rate=1e-3)  # fmt: skip
     model.learn(50_000)
     assert np.mean([info["r"] for info in model.ep_info_buffer]) > 150
+
+
+def test_cuda_cnn_and_dict_policies_train():
+    from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
+
+    for policy, env in (("CnnPolicy", FakeImageEnv(screen_height=40, screen_width=40)), ("MultiInputPolicy", SimpleMultiObsEnv())):
+        model = ClippedPPO(policy, env, device="cuda", n_steps=64, batch_size=32, n_epochs=2, seed=0)
+        assert next(model.policy.parameters()).is_cuda
+        model.learn(128)

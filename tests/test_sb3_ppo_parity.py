@@ -1,6 +1,7 @@
-"""ClippedPPO's update against Stable-Baselines3's own ``PPO.train()``: the same weights, the same rollout (GAE
-included) and the same minibatch permutations give the same parameters after the update, in both SB3's default
-setting and the walker seed's (target_kl early stopping, 2x64 tanh, orthogonal initialization)."""
+"""ClippedPPO's update against Stable-Baselines3's own ``PPO.train()``: the same initial weights (a seed gives SB3's),
+the same rollout (GAE included) and the same minibatch permutations give the same parameters after the update, in SB3's
+default setting, the walker seed's (target_kl early stopping) with 4 environments, and with Discrete actions; through
+the fast path and through autograd."""
 
 import numpy as np
 import pytest
@@ -13,75 +14,73 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_clippedppo import ClippedPPO
 
 SETTINGS = {
-    "sb3-defaults": dict(n_steps=256, batch_size=64, n_epochs=4),
+    "sb3-defaults": ("HalfCheetah-v4", 1, dict(n_steps=256, batch_size=64, n_epochs=4)),
     # the walker seed's settings, scaled down; target_kl 0.002 so that early stopping really happens
-    "walker-style": dict(n_steps=500, batch_size=125, n_epochs=10, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
-                         target_kl=0.002, learning_rate=1e-3,
-                         policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=th.nn.Tanh)),
+    "walker-style-4-envs": ("HalfCheetah-v4", 4, dict(n_steps=125, batch_size=125, n_epochs=10, gamma=0.99, gae_lambda=0.95,
+                            clip_range=0.2, target_kl=0.002, learning_rate=1e-3,
+                            policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=th.nn.Tanh))),
+    "discrete-4-envs": ("CartPole-v1", 4, dict(n_steps=64, batch_size=64, n_epochs=4, ent_coef=0.01, clip_range_vf=0.2)),
 }  # fmt: skip
 
 
-def copy_weights_into_sb3(model: ClippedPPO, sb3_model: PPO) -> None:
-    ours = [m for m in model.policy.actor if isinstance(m, th.nn.Linear)]
-    theirs = [m for m in sb3_model.policy.mlp_extractor.policy_net if isinstance(m, th.nn.Linear)]
-    theirs.append(sb3_model.policy.action_net)
-    ours_vf = [m for m in model.policy.critic if isinstance(m, th.nn.Linear)]
-    theirs_vf = [m for m in sb3_model.policy.mlp_extractor.value_net if isinstance(m, th.nn.Linear)]
-    theirs_vf.append(sb3_model.policy.value_net)
-    with th.no_grad():
-        for source, target in zip(ours + ours_vf, theirs + theirs_vf, strict=True):
-            target.weight.copy_(source.weight)
-            target.bias.copy_(source.bias)
-        sb3_model.policy.log_std.copy_(model.policy.log_std)
+def parameters(model) -> dict[str, np.ndarray]:
+    return {name: value.detach().numpy().copy() for name, value in model.policy.state_dict().items()}
 
 
-def sb3_parameters(sb3_model: PPO) -> np.ndarray:
-    policy = sb3_model.policy
-    actor = [*policy.mlp_extractor.policy_net.parameters(), *policy.action_net.parameters()]
-    critic = [*policy.mlp_extractor.value_net.parameters(), *policy.value_net.parameters()]
-    return np.concatenate([p.detach().numpy().ravel() for p in [*actor, *critic, policy.log_std]])
+def sb3_permutation(n_steps: int, n_envs: int):
+    """SB3 flattens its rollout env-major (env * n_steps + step), ClippedPPO step-major (step * n_envs + env): draw
+    ClippedPPO's permutation (torch.randperm, global generator) and express it in SB3's indices."""
+
+    def permutation(n: int) -> np.ndarray:
+        ours = th.randperm(n).numpy()
+        return (ours % n_envs) * n_steps + ours // n_envs
+
+    return permutation
 
 
-def our_parameters(model: ClippedPPO) -> np.ndarray:
-    policy = model.policy
-    params = [*policy.actor.parameters(), *policy.critic.parameters(), policy.log_std]
-    return np.concatenate([p.detach().numpy().ravel() for p in params])
-
-
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "autograd"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
-def test_update_matches_sb3_ppo(setting, monkeypatch):
-    hyperparams = SETTINGS[setting]
-    model = ClippedPPO("MlpPolicy", VecNormalize(make_vec_env("HalfCheetah-v4", n_envs=1, seed=0)), seed=0, **hyperparams)
-    sb3_model = PPO("MlpPolicy", VecNormalize(make_vec_env("HalfCheetah-v4", n_envs=1, seed=0)), seed=0, **hyperparams)
-    copy_weights_into_sb3(model, sb3_model)
-    np.testing.assert_array_equal(our_parameters(model), sb3_parameters(sb3_model))
+def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
+    env_id, n_envs, hyperparams = SETTINGS[setting]
+
+    def make_env():
+        env = make_vec_env(env_id, n_envs=n_envs, seed=0)
+        return VecNormalize(env) if env_id == "HalfCheetah-v4" else env
+
+    model = ClippedPPO("MlpPolicy", make_env(), seed=0, fast_path=fast_path, **hyperparams)
+    sb3_model = PPO("MlpPolicy", make_env(), seed=0, **hyperparams)
+    assert model.uses_fast_path is fast_path
+    ours, theirs = parameters(model), parameters(sb3_model)
+    assert list(ours) == list(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
     _, callback = model._setup_learn(10**6, None)
     sb3_model._setup_learn(10**6, None)
-    # SB3 draws each epoch's permutation with NumPy; make it draw ClippedPPO's (torch.randperm, global generator)
-    monkeypatch.setattr(sb3_buffers.np.random, "permutation", lambda n: th.randperm(n).numpy())
+    monkeypatch.setattr(sb3_buffers.np.random, "permutation", sb3_permutation(model.n_steps, n_envs))
+    discrete = env_id == "CartPole-v1"
 
     early_stops = 0
     for _ in range(3):
         model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
-        ours, theirs = model.rollout_buffer, sb3_model.rollout_buffer
-        theirs.reset()
+        buffer, sb3_buffer = model.rollout_buffer, sb3_model.rollout_buffer
+        sb3_buffer.reset()
         # The same transitions, and SB3's own GAE on them (with ClippedPPO's values and log-probabilities)
         for step in range(model.n_steps):
-            theirs.add(
-                ours.observations[step], ours.actions[step], ours.rewards[step], ours.episode_starts[step],
-                th.as_tensor(ours.values[step]), th.as_tensor(ours.log_probs[step]),
+            actions = buffer.actions[step].reshape(n_envs, -1) if discrete else buffer.actions[step]
+            sb3_buffer.add(
+                buffer.observations[step], actions, buffer.rewards[step], buffer.episode_starts[step],
+                th.as_tensor(buffer.values[step]), th.as_tensor(buffer.log_probs[step]),
             )  # fmt: skip
         with th.no_grad():
             last_values = model.policy.predict_values(model.policy.obs_to_tensor(model._last_obs)[0])
-        theirs.compute_returns_and_advantage(last_values=last_values.flatten(), dones=model._last_episode_starts)
-        np.testing.assert_allclose(theirs.advantages, ours.advantages, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(theirs.returns, ours.returns, rtol=1e-5, atol=1e-5)
+        sb3_buffer.compute_returns_and_advantage(last_values=last_values.flatten(), dones=model._last_episode_starts)
+        np.testing.assert_allclose(sb3_buffer.advantages, buffer.advantages, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sb3_buffer.returns, buffer.returns, rtol=1e-5, atol=1e-5)
         # SB3's log-probability of the stored actions under the same weights is the stored one
         with th.no_grad():
             _, sb3_log_prob, _ = sb3_model.policy.evaluate_actions(
-                th.as_tensor(ours.observations[:, 0]), th.as_tensor(ours.actions[:, 0])
+                th.as_tensor(buffer.observations.reshape(-1, *buffer.observations.shape[2:])),
+                th.as_tensor(buffer.actions.reshape(-1, *buffer.actions.shape[2:])),
             )
-        np.testing.assert_allclose(sb3_log_prob.numpy(), ours.log_probs[:, 0], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(sb3_log_prob.numpy(), buffer.log_probs.ravel(), rtol=1e-4, atol=1e-4)
 
         updates_before = (model._n_updates, sb3_model._n_updates)
         rng_state = th.get_rng_state()
@@ -91,7 +90,10 @@ def test_update_matches_sb3_ppo(setting, monkeypatch):
         epochs = (model._n_updates - updates_before[0], sb3_model._n_updates - updates_before[1])
         assert epochs[0] == epochs[1], f"epochs run before the KL early stop: ClippedPPO {epochs[0]}, SB3 PPO {epochs[1]}"
         early_stops += epochs[0] < model.n_epochs
-        difference = np.abs(our_parameters(model) - sb3_parameters(sb3_model)).max()
+        ours, theirs = parameters(model), parameters(sb3_model)
+        difference = max(np.abs(ours[k] - theirs[k]).max() for k in ours)
         assert difference <= 1e-4, f"max |parameter difference| after the update: {difference:.2e}"
     if hyperparams.get("target_kl"):
         assert early_stops > 0  # the early stop was exercised, not just configured
+    initial = parameters(PPO("MlpPolicy", make_env(), seed=0, **hyperparams))
+    assert max(np.abs(ours[k] - initial[k]).max() for k in ours) > 1e-3  # the updates moved the parameters
