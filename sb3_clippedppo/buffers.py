@@ -95,10 +95,34 @@ Observations = np.ndarray | dict[str, np.ndarray]
 TensorObservations = th.Tensor | dict[str, th.Tensor]
 
 
+def observation_shape(observation_space: spaces.Space) -> tuple[int, ...]:
+    """
+    The shape of one stored observation: Stable-Baselines3's :func:`~stable_baselines3.common.preprocessing.get_obs_shape`,
+    except that a scalar ``Box`` (shape ``()``, as DM Control's ``height``) gets one feature axis, ``(1,)``, so that SB3's
+    feature extractors, which flatten from the second dimension on, accept it.
+    """
+    if isinstance(observation_space, spaces.Box) and observation_space.shape == ():
+        return (1,)
+    return get_obs_shape(observation_space)  # type: ignore[return-value]
+
+
+def with_feature_axis(observations: Any, observation_space: spaces.Space) -> Any:
+    """
+    A batch of observations (tensors or arrays, a dict of them for ``Dict`` spaces) reshaped to
+    ``(B, *observation_shape(space))`` where a scalar ``Box`` (shape ``()``) makes them ``(B,)``; others are returned as
+    they are.
+    """
+    if isinstance(observation_space, spaces.Dict):
+        return {key: with_feature_axis(value, observation_space[key]) for key, value in observations.items()}
+    if isinstance(observation_space, spaces.Box) and observation_space.shape == ():
+        return observations.reshape(-1, 1)
+    return observations
+
+
 def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...]) -> Observations:
     """
     Zeroed arrays for observations of ``observation_space`` with leading dimensions ``leading``, in Stable-Baselines3's
-    layout (:func:`~stable_baselines3.common.preprocessing.get_obs_shape`): ``Box`` as float32, or in its own dtype
+    layout (:func:`observation_shape`): ``Box`` as float32, or in its own dtype
     when that is an integer type (images stay uint8); ``Discrete`` as int64 of shape ``(1,)``; ``MultiDiscrete`` as int64;
     ``MultiBinary`` in its dtype; ``Dict`` as a dict of these.
 
@@ -118,7 +142,7 @@ def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...
         dtype = np.int64
     elif isinstance(observation_space, spaces.Box) and not np.issubdtype(dtype, np.integer):
         dtype = np.float32
-    return np.zeros((*leading, *get_obs_shape(observation_space)), dtype=dtype)  # type: ignore[misc]
+    return np.zeros((*leading, *observation_shape(observation_space)), dtype=dtype)
 
 
 def action_storage(action_space: spaces.Space, leading: tuple[int, ...]) -> np.ndarray:

@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_clippedppo import fast_mlp
-from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations
+from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations, with_feature_axis
 from sb3_clippedppo.distributions import DiagGaussian
 from sb3_clippedppo.losses import LossTerms, normalize_advantages, ppo_loss
 from sb3_clippedppo.policies import (
@@ -549,7 +549,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         if self._fast is not None:
             self._fast.evaluate_rollout(rollout_buffer, self._EVALUATION_CHUNK)
         with th.no_grad():
-            last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device)).flatten().cpu().numpy()  # type: ignore[arg-type]
+            last_values = self.policy.predict_values(self._as_tensor(new_obs)).flatten().cpu().numpy()
             if truncated_steps:
                 terminal_obs = [obs for _, _, obs in truncated_steps]
                 stacked = (
@@ -557,7 +557,7 @@ class ClippedPPO(OnPolicyAlgorithm):
                     if isinstance(terminal_obs[0], dict)
                     else np.stack(terminal_obs)
                 )
-                terminal_values = self.policy.predict_values(obs_as_tensor(stacked, self.device)).flatten().cpu().numpy()
+                terminal_values = self.policy.predict_values(self._as_tensor(stacked)).flatten().cpu().numpy()
                 for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values, strict=True):
                     rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
@@ -566,18 +566,23 @@ class ClippedPPO(OnPolicyAlgorithm):
         callback.on_rollout_end()
         return True
 
+    def _as_tensor(self, observations: Any) -> Any:
+        """Observations from the environment as tensors on the device (a dict of them for ``Dict`` spaces), in the
+        buffer's layout (scalar ``Box`` entries get a feature axis)."""
+        return with_feature_axis(obs_as_tensor(observations, self.device), self.observation_space)
+
     def _make_rollout_step(self, n_steps: int, n_envs: int) -> RolloutStep:
         """
         The per-step actor for the next rollout (:data:`RolloutStep`). This package's policies sample with noise drawn
         for the whole rollout at once (``policy.draw_noise``, torch's global generator, on the CPU), so that the fast
         path and autograd take the same actions; other SB3 policies sample in their ``forward``, as in SB3's PPO.
         """
-        policy, device = self.policy, self.device
+        policy, device, as_tensor = self.policy, self.device, self._as_tensor
         if not self._native:
 
             @th.no_grad()
             def sb3_step(obs: Any, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
-                actions, values, log_probs = policy(obs_as_tensor(obs, device))
+                actions, values, log_probs = policy(as_tensor(obs))
                 return actions.cpu().numpy(), values.flatten().cpu().numpy(), log_probs.cpu().numpy(), None
 
             return sb3_step
@@ -590,7 +595,7 @@ class ClippedPPO(OnPolicyAlgorithm):
 
         @th.no_grad()
         def native_step(obs: Any, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-            distribution, values = policy.forward_distribution(obs_as_tensor(obs, device))  # type: ignore[operator]
+            distribution, values = policy.forward_distribution(as_tensor(obs))  # type: ignore[operator]
             actions = distribution.sample(noise[step].to(device))
             log_probs = distribution.log_prob(actions)
             params = distribution.params().cpu().numpy() if keeps_distributions else None

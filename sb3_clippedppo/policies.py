@@ -19,6 +19,7 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Combine
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
+from sb3_clippedppo.buffers import with_feature_axis
 from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian, Distribution, distribution_class
 
 # Methods of SB3's ActorCriticPolicy that :meth:`ActorCriticPolicy.forward_distribution` stands in for: a subclass
@@ -230,6 +231,12 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             latent_pi = self.mlp_extractor.forward_actor(pi_features)
             latent_vf = self.mlp_extractor.forward_critic(vf_features)
         return self._get_action_dist_from_latent(latent_pi), self.value_net(latent_vf).squeeze(-1)
+
+    def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
+        """SB3's ``obs_to_tensor`` (used by ``predict``), with scalar ``Box`` entries given a feature axis
+        (:func:`~sb3_clippedppo.buffers.with_feature_axis`)."""
+        tensor, vectorized = super().obs_to_tensor(observation)
+        return with_feature_axis(tensor, self.observation_space), vectorized
 
     def distribution_from_params(self, params: th.Tensor) -> Distribution:
         """The distributions whose :meth:`~sb3_clippedppo.distributions.Distribution.params` are ``params`` ``(B, P)``."""
