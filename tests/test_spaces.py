@@ -115,3 +115,20 @@ def test_learn_predict_save_load(name, tmp_path):
     np.testing.assert_array_equal(loaded.policy.parameters_to_vector(), model.policy.parameters_to_vector())
     loaded.learn(32, reset_num_timesteps=False)  # and training goes on
     assert loaded.num_timesteps == 96
+
+
+def test_dm_control_walker_walk_with_multi_input_policy(tmp_path):
+    """DM Control's native Dict observations (orientations, a scalar height, velocity), no FlattenObservation."""
+    shimmy = pytest.importorskip("shimmy")
+    assert shimmy
+    th.set_num_threads(1)
+    env = gym.make("dm_control/walker-walk-v0")
+    assert isinstance(env.observation_space, spaces.Dict) and env.observation_space["height"].shape == ()
+    model = ClippedPPO("MultiInputPolicy", env, n_steps=512, batch_size=128, n_epochs=2, seed=0)
+    model.learn(3000)
+    assert model.num_timesteps == 3072 and len(model.ep_info_buffer) >= 3  # episodes of 1000 steps
+    obs, _ = env.reset(seed=1)
+    action, _ = model.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    model.save(tmp_path / "walker")
+    np.testing.assert_array_equal(ClippedPPO.load(tmp_path / "walker").predict(obs, deterministic=True)[0], action)
