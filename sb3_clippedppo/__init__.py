@@ -25,9 +25,8 @@ __all__ = [
 _LAZY = {
     "ClippedPPO": "sb3_clippedppo.clipped_ppo",
     "NonFiniteLossError": "sb3_clippedppo.clipped_ppo",
-    **{
-        name: "sb3_clippedppo.policies"
-        for name in (
+    **dict.fromkeys(
+        (
             "ActorCriticCnnPolicy",
             "ActorCriticPolicy",
             "CnnPolicy",
@@ -35,8 +34,9 @@ _LAZY = {
             "MlpPolicy",
             "MultiInputActorCriticPolicy",
             "MultiInputPolicy",
-        )
-    },
+        ),
+        "sb3_clippedppo.policies",
+    ),
     "RolloutBuffer": "sb3_clippedppo.buffers",
     "compute_gae": "sb3_clippedppo.buffers",
 }

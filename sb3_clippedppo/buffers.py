@@ -1,9 +1,9 @@
 """Rollout storage and Generalized Advantage Estimation (GAE).
 
 The buffer holds one rollout of ``n_steps`` transitions from each of ``n_envs`` environments in preallocated
-NumPy arrays of shape ``(n_steps, n_envs, ...)`` (observations of any Stable-Baselines3 space, ``Dict`` included). After the rollout, :func:`compute_gae` turns rewards and value
-estimates into advantages and returns, and :meth:`RolloutBuffer.minibatches` serves shuffled minibatches as
-PyTorch tensors for the update.
+NumPy arrays of shape ``(n_steps, n_envs, ...)`` (observations of any Stable-Baselines3 space, ``Dict`` included).
+After the rollout, :func:`compute_gae` turns rewards and value estimates into advantages and returns, and
+:meth:`RolloutBuffer.minibatches` serves shuffled minibatches as PyTorch tensors for the update.
 """
 
 from collections.abc import Callable, Iterator
@@ -135,7 +135,8 @@ def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...
         return {key: observation_storage(space, leading) for key, space in observation_space.spaces.items()}  # type: ignore[misc]
     if not isinstance(observation_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
         raise TypeError(
-            f"observation space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or Dict of them, got {observation_space}"
+            "observation space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or Dict of them, "
+            f"got {observation_space}"
         )
     dtype = observation_space.dtype
     if isinstance(observation_space, (spaces.Discrete, spaces.MultiDiscrete)):

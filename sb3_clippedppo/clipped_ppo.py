@@ -261,10 +261,13 @@ class ClippedPPO(OnPolicyAlgorithm):
             raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO")
         if rollout_buffer_class is not None and rollout_buffer_class.__name__ not in ("RolloutBuffer", "DictRolloutBuffer"):
             raise ValueError(
-                f"rollout_buffer_class must be None (ClippedPPO's own buffer, for every observation space), got {rollout_buffer_class!r}"
+                "rollout_buffer_class must be None (ClippedPPO's own buffer, for every observation space), "
+                f"got {rollout_buffer_class!r}"
             )
         if rollout_buffer_kwargs:
-            raise ValueError(f"rollout_buffer_kwargs are not supported (ClippedPPO's own buffer), got {rollout_buffer_kwargs!r}")
+            raise ValueError(
+                f"rollout_buffer_kwargs are not supported (ClippedPPO's own buffer), got {rollout_buffer_kwargs!r}"
+            )
         _check_schedule("learning_rate", learning_rate)
         _check_int("n_steps", n_steps, 1)
         _check_int("batch_size", batch_size, 1)
@@ -300,7 +303,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         policy_class = self._get_policy_from_name(policy) if isinstance(policy, str) else policy
         if not (isinstance(policy_class, type) and issubclass(policy_class, sb3_policies.ActorCriticPolicy)):
             raise TypeError(
-                f"policy must be 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy' or a subclass of SB3's ActorCriticPolicy, got {policy!r}"
+                "policy must be 'MlpPolicy', 'CnnPolicy', 'MultiInputPolicy' or a subclass of SB3's ActorCriticPolicy, "
+                f"got {policy!r}"
             )
         self._check_policy_kwargs(policy_class, policy_kwargs)
         if env is not None:
@@ -337,7 +341,8 @@ class ClippedPPO(OnPolicyAlgorithm):
             buffer_size = n_steps * self.n_envs
             if normalize_advantage and buffer_size < 2:
                 raise ValueError(
-                    f"n_steps * n_envs must be >= 2 with normalize_advantage=True, got n_steps={n_steps} and n_envs={self.n_envs}"
+                    "n_steps * n_envs must be >= 2 with normalize_advantage=True, "
+                    f"got n_steps={n_steps} and n_envs={self.n_envs}"
                 )
             if batch_size > buffer_size:
                 raise ValueError(
@@ -368,14 +373,18 @@ class ClippedPPO(OnPolicyAlgorithm):
 
     @staticmethod
     def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-        subspaces = list(observation_space.spaces.values()) if isinstance(observation_space, spaces.Dict) else [observation_space]
+        subspaces = (
+            list(observation_space.spaces.values()) if isinstance(observation_space, spaces.Dict) else [observation_space]
+        )
         if not all(isinstance(space, OBSERVATION_SPACES) for space in subspaces):
             raise TypeError(
                 "env.observation_space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or a Dict of them "
                 f"(not nested), got {observation_space}"
             )
         if not isinstance(action_space, ACTION_SPACES):
-            raise TypeError(f"env.action_space must be a gymnasium Box, Discrete, MultiDiscrete or MultiBinary, got {action_space}")
+            raise TypeError(
+                f"env.action_space must be a gymnasium Box, Discrete, MultiDiscrete or MultiBinary, got {action_space}"
+            )
         if isinstance(action_space, spaces.MultiBinary) and not isinstance(action_space.n, (int, np.integer)):
             raise TypeError(f"env.action_space MultiBinary must be one-dimensional (flatten it), got {action_space}")
         if isinstance(action_space, spaces.Box) and not np.all(np.isfinite([action_space.low, action_space.high])):
@@ -448,7 +457,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         if needs_distributions and not self._native:
             raise TypeError(
                 f"{' and '.join(needs_distributions)} need the exact KL between action distributions, which only "
-                f"sb3_clippedppo's policies (not overriding SB3's evaluation methods) provide; got {type(self.policy).__name__}"
+                "sb3_clippedppo's policies (not overriding SB3's evaluation methods) provide; "
+                f"got {type(self.policy).__name__}"
             )
         group_names = [group.get("name") for group in self.policy.optimizer.param_groups]
         if self.vf_learning_rate is not None and "critic" not in group_names:
@@ -537,7 +547,13 @@ class ClippedPPO(OnPolicyAlgorithm):
             self._update_info_buffer(infos, dones)
 
             rollout_buffer.add(
-                self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs, distribution_params  # type: ignore[arg-type]
+                self._last_obs,
+                actions,
+                rewards,
+                self._last_episode_starts,
+                values,
+                log_probs,
+                distribution_params,  # type: ignore[arg-type]
             )
             for idx in np.flatnonzero(dones):
                 info = infos[idx]
@@ -710,7 +726,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.logger.record("train/clip_fraction", means["clip_fraction"])
         self.logger.record("train/loss", last_loss.item())
         buffer = self.rollout_buffer
-        self.logger.record("train/explained_variance", float(explained_variance(buffer.values.ravel(), buffer.returns.ravel())))
+        self.logger.record(
+            "train/explained_variance", float(explained_variance(buffer.values.ravel(), buffer.returns.ravel()))
+        )
 
         state_dependent_std = getattr(self.policy, "state_dependent_std", False)
         if self.policy_objective == "kl_penalty" or self.kl_adaptive_lr or (self._native and state_dependent_std):

@@ -329,9 +329,9 @@ class Bernoulli(Distribution):
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         actions = actions.reshape(self.logits.shape).to(self.logits.dtype)
-        return -(actions * th.nn.functional.softplus(-self.logits) + (1.0 - actions) * th.nn.functional.softplus(self.logits)).sum(
-            dim=-1
-        )
+        return -(
+            actions * th.nn.functional.softplus(-self.logits) + (1.0 - actions) * th.nn.functional.softplus(self.logits)
+        ).sum(dim=-1)
 
     def entropy(self) -> th.Tensor:
         p = th.sigmoid(self.logits)

@@ -120,7 +120,12 @@ def mlp_layers(hidden: nn.Module, output: nn.Module) -> list[Layer] | None:
     for module in [*hidden, output]:
         if type(module) is nn.Linear and module.bias is not None:
             layers.append((module, None))
-        elif type(module) in ACTIVATION_DERIVATIVES and layers and layers[-1][1] is None and not getattr(module, "inplace", False):
+        elif (
+            type(module) in ACTIVATION_DERIVATIVES
+            and layers
+            and layers[-1][1] is None
+            and not getattr(module, "inplace", False)
+        ):
             layers[-1] = (layers[-1][0], module)
         else:
             return None
@@ -205,7 +210,10 @@ def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
     extractor = policy.mlp_extractor
     if type(extractor) is not MlpExtractor:
         return "mlp_extractor is not SB3's MlpExtractor"
-    if mlp_layers(extractor.policy_net, policy.action_net) is None or mlp_layers(extractor.value_net, policy.value_net) is None:
+    if (
+        mlp_layers(extractor.policy_net, policy.action_net) is None
+        or mlp_layers(extractor.value_net, policy.value_net) is None
+    ):
         return "the networks are not Linear layers with Tanh, ReLU, LeakyReLU or ELU activations"
     if not issubclass(policy.optimizer_class, ELEMENTWISE_OPTIMIZERS):
         return f"optimizer_class {policy.optimizer_class.__name__} is not known to update each element independently"
@@ -278,7 +286,9 @@ class FlatParameters:
         optimizer_params = [p for group in self.policy.optimizer.param_groups for p in group["params"]]
         if [id(p) for p in optimizer_params] != [id(leaf) for leaf in self.leaves]:
             return False
-        return all(leaf.grad is not None and leaf.grad.data_ptr() == leaf.data_ptr() - data_ptr + grad_ptr for leaf in self.leaves)
+        return all(
+            leaf.grad is not None and leaf.grad.data_ptr() == leaf.data_ptr() - data_ptr + grad_ptr for leaf in self.leaves
+        )
 
     def ensure(self) -> None:
         """Restore the flat storage if something replaced a parameter, gradient or the optimizer (e.g. ``.to(device)``,
@@ -498,7 +508,9 @@ class FastMlp:
         obs_dim, noise_array = self.obs_dim, noise.numpy()
 
         if self.closed_form.discrete:
-            return lambda obs, step: np.argmax(actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + noise_array[step], axis=-1)
+            return lambda obs, step: np.argmax(
+                actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + noise_array[step], axis=-1
+            )
         std = np.exp(self.policy.log_std.detach().cpu().numpy())
         return lambda obs, step: actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + std * noise_array[step]
 

@@ -124,7 +124,9 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         state_dependent_std: bool = False,
     ):
         if use_sde:
-            raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO's policies")
+            raise ValueError(
+                "use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO's policies"
+            )
         if squash_output:
             raise ValueError("squash_output=True is only available with gSDE, which ClippedPPO does not support")
         if not (isinstance(activation_fn, type) and issubclass(activation_fn, nn.Module)):
@@ -132,7 +134,9 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         check_net_arch(net_arch)
         self.distribution_class = distribution_class(action_space)
         if state_dependent_std and self.distribution_class is not DiagGaussian:
-            raise ValueError(f"state_dependent_std=True needs a Box action space (it sets a Gaussian's std), got {action_space}")
+            raise ValueError(
+                f"state_dependent_std=True needs a Box action space (it sets a Gaussian's std), got {action_space}"
+            )
         self.state_dependent_std = bool(state_dependent_std)
         super().__init__(
             observation_space,
@@ -319,7 +323,8 @@ class ActorCriticCnnPolicy(ActorCriticPolicy):
 
 
 class MultiInputActorCriticPolicy(ActorCriticPolicy):
-    """:class:`ActorCriticPolicy` with SB3's ``CombinedExtractor`` by default, for ``Dict`` observations (``"MultiInputPolicy"``)."""
+    """:class:`ActorCriticPolicy` with SB3's ``CombinedExtractor`` by default, for ``Dict`` observations
+    (``"MultiInputPolicy"``)."""
 
     def __init__(
         self,

@@ -57,7 +57,10 @@ def test_cuda_learns_cartpole():
 def test_cuda_cnn_and_dict_policies_train():
     from stable_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 
-    for policy, env in (("CnnPolicy", FakeImageEnv(screen_height=40, screen_width=40)), ("MultiInputPolicy", SimpleMultiObsEnv())):
+    for policy, env in (
+        ("CnnPolicy", FakeImageEnv(screen_height=40, screen_width=40)),
+        ("MultiInputPolicy", SimpleMultiObsEnv()),
+    ):
         model = ClippedPPO(policy, env, device="cuda", n_steps=64, batch_size=32, n_epochs=2, seed=0)
         assert next(model.policy.parameters()).is_cuda
         model.learn(128)

@@ -33,7 +33,8 @@ def test_options_at_their_defaults_change_nothing(env_id):
         return model.policy.parameters_to_vector()
 
     explicit = dict(vf_learning_rate=None, policy_objective="clip", kl_coef=1.0, kl_target=0.01, kl_adaptive_lr=False,
-                    kl_adaptive_lr_bounds=(1e-5, 1e-2), fast_path="auto", policy_kwargs=dict(state_dependent_std=False))  # fmt: skip
+                    kl_adaptive_lr_bounds=(1e-5, 1e-2), fast_path="auto",
+                    policy_kwargs=dict(state_dependent_std=False))  # fmt: skip
     defaults = params()
     np.testing.assert_allclose(params(**explicit), defaults, rtol=0, atol=1e-6)
     assert np.abs(defaults - params(vf_coef=0.4)).max() > 1e-4  # a change would show

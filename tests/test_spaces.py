@@ -79,8 +79,16 @@ SPACES = {
     ),
     "image-with-mlp": ("MlpPolicy", lambda: FakeImageEnv(screen_height=8, screen_width=8, n_channels=1), {}),
     "dict": ("MultiInputPolicy", lambda: SimpleMultiObsEnv(random_start=False), {}),
-    "dict-kl-penalty": ("MultiInputPolicy", lambda: SimpleMultiObsEnv(random_start=False), dict(policy_objective="kl_penalty")),
-    "discrete-batch-size-1": ("MlpPolicy", lambda: IdentityEnv(DIM), dict(batch_size=1, n_steps=16, normalize_advantage=False)),
+    "dict-kl-penalty": (
+        "MultiInputPolicy",
+        lambda: SimpleMultiObsEnv(random_start=False),
+        dict(policy_objective="kl_penalty"),
+    ),
+    "discrete-batch-size-1": (
+        "MlpPolicy",
+        lambda: IdentityEnv(DIM),
+        dict(batch_size=1, n_steps=16, normalize_advantage=False),
+    ),
 }
 
 
