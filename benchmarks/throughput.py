@@ -1,4 +1,4 @@
-"""Throughput of ClippedPPO against Stable-Baselines3's PPO on identical settings (HalfCheetah-v4, CPU, one torch thread).
+"""Throughput of ClippedPPO against Stable-Baselines3's PPO on identical settings (CPU, one torch thread).
 
 Each measurement is one fresh child process that builds a model and times one ``learn`` call, split into rollout
 collection (from ``on_rollout_start`` to ``on_rollout_end``) and the rest (the update, and logging); its peak
@@ -9,6 +9,10 @@ ClippedPPO / PPO (median and range).
 Settings:
 - ``sb3-defaults``: SB3's default PPO arguments (2048 steps, batch 64, 10 epochs, 64x64 tanh), no normalization.
 - ``zoo``: the RL Zoo's HalfCheetah-v4 block (VecNormalize, 512 steps, batch 64, 20 epochs, 256x256 ReLU).
+- ``cnn``: ``CnnPolicy`` (SB3's NatureCNN) on SB3's ``FakeImageEnv`` (84x84 images with 4 channels, as four stacked
+  Atari frames; 6 discrete actions; random images, so the environment costs next to nothing) with the RL Zoo's Atari
+  PPO settings (8 environments, 128 steps, batch 256, 4 epochs, learning rate 2.5e-4, clip range 0.1, entropy
+  coefficient 0.01). ClippedPPO trains it through autograd (the fast path is for MLPs).
 
 Example::
 
@@ -30,10 +34,13 @@ from benchmarks.common import machine_info, zoo_hyperparams
 
 ALGOS = ("clippedppo", "ppo")
 SETTINGS = {
-    # name: (zoo block or None for SB3 defaults, timesteps per measurement)
+    # name: (zoo block, None for SB3 defaults, or "cnn"; timesteps per measurement)
     "sb3-defaults": (None, 6 * 2048),
     "zoo": ("HalfCheetah-v4", 12 * 512),
+    "cnn": ("cnn", 3 * 8 * 128),
 }
+# The RL Zoo's PPO settings for Atari (hyperparams/ppo.yml, atari block), with constant rates
+ATARI_PPO = dict(n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01)
 
 
 def child(algo: str, setting: str, timesteps: int, seed: int) -> dict:
@@ -49,11 +56,18 @@ def child(algo: str, setting: str, timesteps: int, seed: int) -> dict:
     from sb3_clippedppo import ClippedPPO
 
     block, _ = SETTINGS[setting]
-    hyperparams, normalize = zoo_hyperparams(block) if block else ({}, False)
-    env = make_vec_env("HalfCheetah-v4", n_envs=1, seed=seed)
-    if normalize:
-        env = VecNormalize(env)
-    model = (ClippedPPO if algo == "clippedppo" else PPO)("MlpPolicy", env, seed=seed, device="cpu", **hyperparams)
+    policy = "MlpPolicy"
+    if block == "cnn":
+        from stable_baselines3.common.envs import FakeImageEnv
+
+        policy, hyperparams = "CnnPolicy", ATARI_PPO
+        env = make_vec_env(lambda: FakeImageEnv(action_dim=6, n_channels=4), n_envs=8, seed=seed)
+    else:
+        hyperparams, normalize = zoo_hyperparams(block) if block else ({}, False)
+        env = make_vec_env("HalfCheetah-v4", n_envs=1, seed=seed)
+        if normalize:
+            env = VecNormalize(env)
+    model = (ClippedPPO if algo == "clippedppo" else PPO)(policy, env, seed=seed, device="cpu", **hyperparams)
 
     class RolloutTimer(BaseCallback):
         def __init__(self) -> None:
@@ -122,13 +136,14 @@ def summarize(runs: list[dict]) -> dict:
 
 def format_report(summary: dict, meta: dict) -> str:
     lines = [
-        f"# Throughput, HalfCheetah-v4, CPU, 1 torch thread ({meta['reps']} alternating repetitions per algorithm)",
+        f"# Throughput, CPU, 1 torch thread ({meta['reps']} alternating repetitions per algorithm)",
         f"command: {meta['command']}",
         f"machine: {meta['machine']['cpu']}, {meta['machine']['cores']} cores; commit {meta['machine']['commit']}",
         "",
     ]
     for setting, entry in summary.items():
-        lines.append(f"## {setting} ({meta['timesteps'][setting]} steps per learn call)")
+        environment = "FakeImageEnv 84x84x4, CnnPolicy" if setting == "cnn" else "HalfCheetah-v4, MlpPolicy"
+        lines.append(f"## {setting}: {environment} ({meta['timesteps'][setting]} steps per learn call)")
         lines.append("| algorithm | steps/s (median) | learn s | rollout s | update s | peak RSS MiB |")
         lines.append("|---|---|---|---|---|---|")
         for algo in ALGOS:

@@ -9,7 +9,7 @@ module computes exactly the same update with fewer, larger operations:
   into another), and the optimizer gets one flat tensor per parameter group (``"actor"``, ``"critic"``). Zeroing,
   clipping and the optimizer step are then one operation per group. Used only with optimizers that act on each element
   independently (:data:`ELEMENTWISE_OPTIMIZERS`: Adam, AdamW, SGD, ...), for which a flat tensor and separate tensors
-  give the same update; Adam and AdamW also get ``fused=True`` unless ``optimizer_kwargs`` says otherwise.
+  give the same update.
 - **Closed-form gradients** (:class:`ClosedFormLoss`): the clipped-surrogate loss of :func:`~sb3_clippedppo.losses.ppo_loss`
   with its gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer.
 - **NumPy rollout actor** (:class:`NumpyMLP`): a float32 NumPy copy of the actor for the rollout's per-step actions;
@@ -49,7 +49,7 @@ from torch import nn
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
 from sb3_clippedppo.distributions import Categorical, DiagGaussian, gaussian_entropy, gaussian_log_prob
 from sb3_clippedppo.losses import LossTerms, clipped_surrogate_loss, value_loss_fn
-from sb3_clippedppo.policies import ActorCriticPolicy, uses_forward_distribution
+from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
 # Optimizers whose update of each element depends only on that element's gradient and state: for them, one flat
 # tensor per parameter group gives the same update as the separate parameter tensors.
@@ -257,9 +257,7 @@ class FlatParameters:
             leaves.append(leaf)
 
         old = self.policy.optimizer
-        kwargs = dict(self.policy.optimizer_kwargs)
-        if issubclass(self.policy.optimizer_class, (th.optim.Adam, th.optim.AdamW)) and not {"fused", "foreach"} & set(kwargs):
-            kwargs["fused"] = data.device.type in ("cpu", "cuda")  # one kernel for the whole step; the same Adam
+        kwargs = optimizer_arguments(self.policy.optimizer_class, self.policy.optimizer_kwargs)
         groups = [
             {"params": [leaf], "lr": group["lr"], **({"name": group["name"]} if "name" in group else {})}
             for group, leaf in zip(old.param_groups, leaves, strict=True)

@@ -27,6 +27,17 @@ from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian,
 SB3_EVALUATION_METHODS = ("forward", "evaluate_actions", "extract_features", "_get_action_dist_from_latent", "predict_values")
 
 
+def optimizer_arguments(optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """
+    The optimizer's keyword arguments: ``optimizer_kwargs``, plus ``fused=True`` for Adam and AdamW when it sets neither
+    ``fused`` nor ``foreach`` (one kernel per step instead of several per parameter tensor; the same Adam, to float32
+    rounding; PyTorch >= 2.4 on the CPU).
+    """
+    if issubclass(optimizer_class, (th.optim.Adam, th.optim.AdamW)) and not {"fused", "foreach"} & set(optimizer_kwargs):
+        return {**optimizer_kwargs, "fused": True}
+    return dict(optimizer_kwargs)
+
+
 def check_net_arch(net_arch: Any) -> None:
     """
     Check a ``net_arch`` in one of Stable-Baselines3's forms: None, a list of layer sizes (used for the actor and the
@@ -93,7 +104,8 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     :param features_extractor_kwargs: its keyword arguments.
     :param share_features_extractor: one feature extractor for actor and critic (True) or one each.
     :param normalize_images: divide image observations by 255.
-    :param optimizer_class: optimizer class (default Adam with ``eps=1e-5``, as SB3).
+    :param optimizer_class: optimizer class (default Adam with ``eps=1e-5``, as SB3; Adam and AdamW get ``fused=True``
+        unless ``optimizer_kwargs`` sets ``fused`` or ``foreach``, see :func:`optimizer_arguments`).
     :param optimizer_kwargs: optimizer arguments other than the learning rate.
     :param state_dependent_std: the actor outputs the log standard deviation per state (``Box`` actions only).
     :raises ValueError: for gSDE, ``squash_output``, ``state_dependent_std`` without ``Box`` actions, layer sizes below 1.
@@ -189,7 +201,9 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             with th.no_grad():
                 self.action_net.bias[n_outputs // 2 :] = self.log_std_init
 
-        self.optimizer = self.optimizer_class(self.parameter_groups(), lr=lr_schedule(1), **self.optimizer_kwargs)  # type: ignore[call-arg]
+        self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+            self.parameter_groups(), lr=lr_schedule(1), **optimizer_arguments(self.optimizer_class, self.optimizer_kwargs)
+        )
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """
