@@ -2,12 +2,12 @@
 
 Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (https://arxiv.org/abs/1707.06347), with
 Generalized Advantage Estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438). The rollout buffer,
-GAE, Gaussian policy and update are this package's own; callbacks, logging, vectorized environments and
-``save``/``load`` are Stable-Baselines3's.
+GAE, action distributions and update are this package's own; the policies' networks and feature extractors,
+callbacks, logging, vectorized environments and ``save``/``load`` are Stable-Baselines3's. The fast path for MLP
+policies lives beside the algorithm, in :mod:`sb3_clippedppo.fast_mlp`.
 """
 
 import inspect
-import numbers
 import warnings
 from collections import defaultdict
 from collections.abc import Callable
@@ -27,6 +27,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_clippedppo import fast_mlp
+from sb3_clippedppo.arguments import check_int, check_real, check_schedule, is_number
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations, with_feature_axis
 from sb3_clippedppo.distributions import DiagGaussian
 from sb3_clippedppo.losses import LossTerms, normalize_advantages, ppo_loss
@@ -87,43 +88,6 @@ def adapt_lr_scale(lr_scale: float, kl: float, target_kl: float, learning_rate: 
     if learning_rate > 0:
         lr_scale = min(max(lr_scale, bounds[0] / learning_rate), bounds[1] / learning_rate)
     return lr_scale
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def _check_real(name: str, value: Any, low: float, high: float = np.inf, low_open: bool = False) -> None:
-    """Check ``low <= value <= high`` (``low < value`` when ``low_open``)."""
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high or np.isnan(value):
-        interval = f"{'(' if low_open else '['}{low}, {high}{']' if np.isfinite(high) else ')'}"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-
-
-def _check_schedule(name: str, value: Any, allow_none: bool = False) -> None:
-    """A positive number, or a schedule (callable of the progress remaining) whose initial value is positive."""
-    if value is None and allow_none:
-        return
-    if callable(value):
-        initial = value(1.0)
-        if not _is_number(initial) or not initial > 0:
-            raise ValueError(f"{name} schedule must return a positive number at progress 1, got {initial!r}")
-        return
-    if not _is_number(value):
-        expected = "a positive number, a schedule" + (" or None" if allow_none else "")
-        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0{' (use None to disable it)' if allow_none else ''}, got {value}")
 
 
 OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -268,33 +232,33 @@ class ClippedPPO(OnPolicyAlgorithm):
             raise ValueError(
                 f"rollout_buffer_kwargs are not supported (ClippedPPO's own buffer), got {rollout_buffer_kwargs!r}"
             )
-        _check_schedule("learning_rate", learning_rate)
-        _check_int("n_steps", n_steps, 1)
-        _check_int("batch_size", batch_size, 1)
+        check_schedule("learning_rate", learning_rate)
+        check_int("n_steps", n_steps, 1)
+        check_int("batch_size", batch_size, 1)
         if normalize_advantage and batch_size < 2:
             raise ValueError("batch_size must be >= 2 with normalize_advantage=True (a single advantage has no std), got 1")
-        _check_int("n_epochs", n_epochs, 1)
-        _check_real("gamma", gamma, 0.0, 1.0)
-        _check_real("gae_lambda", gae_lambda, 0.0, 1.0)
-        _check_schedule("clip_range", clip_range)
-        _check_schedule("clip_range_vf", clip_range_vf, allow_none=True)
-        _check_real("ent_coef", ent_coef, 0.0)
-        _check_real("vf_coef", vf_coef, 0.0)
-        _check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
+        check_int("n_epochs", n_epochs, 1)
+        check_real("gamma", gamma, 0.0, 1.0)
+        check_real("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_schedule("clip_range", clip_range)
+        check_schedule("clip_range_vf", clip_range_vf, allow_none=True)
+        check_real("ent_coef", ent_coef, 0.0)
+        check_real("vf_coef", vf_coef, 0.0)
+        check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
         if target_kl is not None:
-            _check_real("target_kl", target_kl, 0.0, low_open=True)
-        _check_int("stats_window_size", stats_window_size, 1)
-        _check_schedule("vf_learning_rate", vf_learning_rate, allow_none=True)
+            check_real("target_kl", target_kl, 0.0, low_open=True)
+        check_int("stats_window_size", stats_window_size, 1)
+        check_schedule("vf_learning_rate", vf_learning_rate, allow_none=True)
         if policy_objective not in POLICY_OBJECTIVES:
             raise ValueError(f"policy_objective must be one of {POLICY_OBJECTIVES}, got {policy_objective!r}")
-        _check_real("kl_coef", kl_coef, 0.0, low_open=True)
-        _check_real("kl_target", kl_target, 0.0, low_open=True)
+        check_real("kl_coef", kl_coef, 0.0, low_open=True)
+        check_real("kl_target", kl_target, 0.0, low_open=True)
         if kl_adaptive_lr and target_kl is None:
             raise ValueError("kl_adaptive_lr=True needs target_kl (the KL that the learning rate adapts to)")
         if not (
             isinstance(kl_adaptive_lr_bounds, (tuple, list))
             and len(kl_adaptive_lr_bounds) == 2
-            and all(_is_number(b) for b in kl_adaptive_lr_bounds)
+            and all(is_number(b) for b in kl_adaptive_lr_bounds)
             and 0 < kl_adaptive_lr_bounds[0] < kl_adaptive_lr_bounds[1]
         ):
             raise ValueError(f"kl_adaptive_lr_bounds must be (low, high) with 0 < low < high, got {kl_adaptive_lr_bounds!r}")
