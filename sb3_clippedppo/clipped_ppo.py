@@ -165,11 +165,13 @@ class ClippedPPO(OnPolicyAlgorithm):
     :param kl_adaptive_lr_bounds: ``(lowest, highest)`` actor learning rate under ``kl_adaptive_lr``;
         default ``(1e-5, 1e-2)`` (rsl_rl's).
     :param fast_path: ``"auto"`` (default): train through :mod:`sb3_clippedppo.fast_mlp` (flat parameter storage,
-        closed-form gradients, NumPy rollout actor) where it applies (MLP policy on vector ``Box`` observations, ``Box``
-        or ``Discrete`` actions, the clip objective, an element-wise optimizer), else through autograd; ``False``:
-        always autograd, with the optimizer over the policy's own parameter tensors; ``True``: the fast path, or a
-        ``ValueError`` saying why it does not apply. Both paths compute the same update (to float32 rounding).
-        Attribute :attr:`uses_fast_path` tells which one runs.
+        closed-form gradients, NumPy rollout actor) where it applies (this package's MLP policy on vector ``Box``
+        observations, ``Box`` actions with a state-independent ``log_std`` or ``Discrete`` actions, an element-wise
+        optimizer such as Adam), else through autograd; ``False``: always autograd, with the optimizer over the
+        policy's own parameter tensors; ``True``: the fast path, or a ``ValueError`` saying why it does not apply.
+        Both paths compute the same update (to float32 rounding). Attribute :attr:`uses_fast_path` tells which one
+        runs. With the fast path, the optimizer holds one flat tensor per parameter group (``"actor"``, ``"critic"``)
+        whose views are the policy's parameters (:class:`~sb3_clippedppo.fast_mlp.FlatParameters`).
     :raises TypeError: for unsupported spaces, policies or arguments of the wrong type.
     :raises ValueError: for arguments out of range.
     """
@@ -641,7 +643,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         if self.normalize_advantage and len(advantages) > 1:
             advantages = normalize_advantages(advantages)
         if self._fast is not None:
-            return self._fast.loss(batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef)
+            return self._fast.loss(
+                batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef, self.policy_objective, self.kl_coef
+            )
         return ppo_loss(
             self.policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef,
             policy_objective=self.policy_objective, kl_coef=self.kl_coef,

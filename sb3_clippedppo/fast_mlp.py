@@ -10,14 +10,15 @@ module computes exactly the same update with fewer, larger operations:
   clipping and the optimizer step are then one operation per group. Used only with optimizers that act on each element
   independently (:data:`ELEMENTWISE_OPTIMIZERS`: Adam, AdamW, SGD, ...), for which a flat tensor and separate tensors
   give the same update.
-- **Closed-form gradients** (:class:`ClosedFormLoss`): the clipped-surrogate loss of :func:`~sb3_clippedppo.losses.ppo_loss`
-  with its gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer.
+- **Closed-form gradients** (:class:`ClosedFormLoss`): the loss of :func:`~sb3_clippedppo.losses.ppo_loss` with its
+  gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer.
 - **NumPy rollout actor** (:class:`NumpyMLP`): a float32 NumPy copy of the actor for the rollout's per-step actions;
   the rollout's values and log-probabilities are computed afterwards in one batched torch pass.
 
 :func:`unsupported_reason` says where it applies: a policy of this package that SB3's ``MlpExtractor`` builds from
 ``Linear`` layers and Tanh/ReLU/LeakyReLU/ELU activations, on ``FlattenExtractor`` features of a non-image ``Box``
-observation, with ``Box`` actions (state-independent ``log_std``) or ``Discrete`` actions, and the clip objective.
+observation, with ``Box`` actions (state-independent ``log_std``) or ``Discrete`` actions, and either objective (the
+clipped surrogate or PPO-Penalty's).
 ClippedPPO chooses it automatically there (``fast_path="auto"``); ``fast_path=False`` trains through autograd and gives
 the same numbers up to float32 rounding (``tests/test_fast_path.py``).
 
@@ -25,12 +26,15 @@ The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
 
 - ``L = L_pg + vf_coef * L_v + ent_coef * L_ent``;
 - ``L_pg = -1/B sum_i min(r_i A_i, clip(r_i, 1 - eps, 1 + eps) A_i)``: ``dL_pg / d log pi_i = -A_i r_i / B`` where the
-  unclipped term is the minimum, else 0;
+  unclipped term is the minimum, else 0; PPO-Penalty (section 4), ``L_pg = -1/B sum_i r_i A_i + beta/B sum_i KL_i`` with
+  ``KL_i = KL(pi_old(.|s_i) || pi(.|s_i))``: ``dL_pg / d log pi_i = -A_i r_i / B`` everywhere, plus the KL's gradient;
 - Gaussian, ``log pi_i = -1/2 sum_j z_ij^2 - sum_j log_std_j - k/2 log 2 pi`` with ``z_ij = (a_ij - mu_ij) / sigma_j``:
   ``d log pi_i / d mu_ij = z_ij / sigma_j``, ``d log pi_i / d log_std_j = z_ij^2 - 1``; ``L_ent = -sum_j (1/2 + 1/2 log 2 pi
-  + log_std_j)``: ``dL_ent / d log_std_j = -1``;
+  + log_std_j)``: ``dL_ent / d log_std_j = -1``; ``dKL_i / d mu_ij = (mu_ij - mu_old,ij) / sigma_j^2``,
+  ``dKL_i / d log_std_j = 1 - (sigma_old,ij^2 + (mu_ij - mu_old,ij)^2) / sigma_j^2``;
 - categorical, ``log pi_i = l_{i a_i} - logsumexp(l_i)``: ``d log pi_i / d l_ij = [j = a_i] - p_ij``;
   ``L_ent = -1/B sum_i H_i`` with ``H_i = -sum_j p_ij log p_ij``: ``dL_ent / d l_ij = p_ij (log p_ij + H_i) / B``;
+  ``dKL_i / d l_ij = p_ij - p_old,ij``;
 - ``L_v = 1/B sum_i (R_i - V'_i)^2`` with ``V'`` the (optionally clipped) value prediction:
   ``dL_v / dV_i = 2 (V'_i - R_i) / B`` where the clipping is inactive, else 0;
 - through ``h = act(z)``, ``z = x W^T + b``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum_i dz_i``, ``dx = dz W``.
@@ -47,7 +51,14 @@ from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
 
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
-from sb3_clippedppo.distributions import Categorical, DiagGaussian, gaussian_entropy, gaussian_log_prob
+from sb3_clippedppo.distributions import (
+    Categorical,
+    DiagGaussian,
+    categorical_kl,
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
+)
 from sb3_clippedppo.losses import LossTerms, clipped_surrogate_loss, value_loss_fn
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
@@ -197,8 +208,8 @@ def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
     if not uses_forward_distribution(policy):
         return "the policy is not one of sb3_clippedppo's, or its subclass overrides an evaluation method"
     policy = cast(ActorCriticPolicy, policy)
-    if policy_objective != "clip":
-        return f"policy_objective={policy_objective!r} (closed-form gradients cover the clip objective)"
+    if policy_objective not in ("clip", "kl_penalty"):
+        return f"policy_objective={policy_objective!r} has no closed-form gradient here"
     if policy.distribution_class not in (DiagGaussian, Categorical) or policy.state_dependent_std:
         return "only Box actions with a state-independent log_std, and Discrete actions, have closed-form gradients"
     extractors = {policy.pi_features_extractor, policy.vf_features_extractor}
@@ -370,9 +381,9 @@ def regroup_optimizer_state(state_dict: dict[str, Any], optimizer: th.optim.Opti
 
 class ClosedFormLoss:
     """
-    :func:`~sb3_clippedppo.losses.ppo_loss` (clip objective) with closed-form gradients, for a policy that
-    :func:`unsupported_reason` accepts. Per minibatch, call :meth:`forward` (no autograd graph is built) and, when the
-    step is to be taken, :meth:`backward`.
+    :func:`~sb3_clippedppo.losses.ppo_loss` with closed-form gradients, for a policy that :func:`unsupported_reason`
+    accepts. Per minibatch, call :meth:`forward` (no autograd graph is built) and, when the step is to be taken,
+    :meth:`backward`.
 
     :param policy: the policy; its parameters' ``.grad`` must be tensors (:class:`FlatParameters` sees to that).
     """
@@ -382,7 +393,7 @@ class ClosedFormLoss:
         self.actor_layers = mlp_layers(policy.mlp_extractor.policy_net, policy.action_net)
         self.critic_layers = mlp_layers(policy.mlp_extractor.value_net, policy.value_net)
         self.discrete = policy.distribution_class is Categorical
-        self._saved: tuple | None = None
+        self._saved: dict[str, Any] | None = None
 
     @th.no_grad()
     def forward(
@@ -393,6 +404,8 @@ class ClosedFormLoss:
         clip_range_vf: float | None,
         ent_coef: float,
         vf_coef: float,
+        policy_objective: str = "clip",
+        kl_coef: float = 0.0,
     ) -> LossTerms:
         """
         The loss for a minibatch, keeping what :meth:`backward` needs. Arguments as for
@@ -404,24 +417,35 @@ class ClosedFormLoss:
         output, actor_trace = mlp_forward(self.actor_layers, x)  # type: ignore[arg-type]
         values, critic_trace = mlp_forward(self.critic_layers, x)  # type: ignore[arg-type]
         values = values.squeeze(-1)
+        penalty = policy_objective == "kl_penalty"
         if self.discrete:
             log_p = th.log_softmax(output, dim=-1)
             log_prob = log_p.gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
             entropy = -(log_p.exp() * log_p).sum(dim=-1)
             entropy_loss = -entropy.mean()
+            kl = categorical_kl(batch.old_distribution, output) if penalty else None
             distribution = (log_p, entropy)
         else:
             log_std = self.policy.log_std
             log_prob = gaussian_log_prob(batch.actions, output, log_std)
             entropy_loss = -gaussian_entropy(log_std)
+            if penalty:
+                old_mean, old_log_std = batch.old_distribution.chunk(2, dim=-1)
+                kl = gaussian_kl(old_mean, old_log_std, output, log_std)
             distribution = (output, log_std)
         log_ratio = log_prob - batch.old_log_prob
         ratio = th.exp(log_ratio)
-        policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
+        if penalty:
+            policy_loss = -(ratio * advantages).mean() + kl_coef * kl.mean()
+        else:
+            policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
         value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
         loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
-        coefficients = (clip_range, clip_range_vf, ent_coef, vf_coef)
-        self._saved = (batch, advantages, coefficients, distribution, actor_trace, values, critic_trace, ratio)
+        self._saved = dict(
+            batch=batch, advantages=advantages, clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef,
+            vf_coef=vf_coef, kl_coef=kl_coef if penalty else None, distribution=distribution, actor_trace=actor_trace,
+            values=values, critic_trace=critic_trace, ratio=ratio,
+        )  # fmt: skip
         return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio)
 
     @th.no_grad()
@@ -433,31 +457,47 @@ class ClosedFormLoss:
         """
         if self._saved is None:
             raise RuntimeError("ClosedFormLoss.backward() needs a forward() first")
-        batch, advantages, coefficients, distribution, actor_trace, values, critic_trace, ratio = self._saved
-        clip_range, clip_range_vf, ent_coef, vf_coef = coefficients
-        self._saved = None
+        saved, self._saved = self._saved, None
+        batch, advantages, ratio, kl_coef = saved["batch"], saved["advantages"], saved["ratio"], saved["kl_coef"]
+        ent_coef, vf_coef, clip_range_vf = saved["ent_coef"], saved["vf_coef"], saved["clip_range_vf"]
         n = ratio.shape[0]
 
-        # Surrogate: d L_pg / d log pi_i = -A_i r_i / B where min() picks the unclipped term (ties: both agree)
+        # Surrogate: d L_pg / d log pi_i = -A_i r_i / B where min() picks the unclipped term (ties: both agree);
+        # PPO-Penalty's unclipped surrogate: everywhere
         surrogate = advantages * ratio
-        unclipped = surrogate <= advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
-        grad_log_prob = surrogate * unclipped * (-1.0 / n)
+        if kl_coef is None:
+            clip_range = saved["clip_range"]
+            surrogate = surrogate * (surrogate <= advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range))
+        grad_log_prob = surrogate * (-1.0 / n)
         if self.discrete:
-            # Through log softmax: (onehot - p) * g; entropy bonus: ent_coef * p (log p + H) / B
-            log_p, entropy = distribution
+            # Through log softmax: (onehot - p) * g; entropy bonus: ent_coef * p (log p + H) / B;
+            # KL(p_old || p): beta (p - p_old) / B
+            log_p, entropy = saved["distribution"]
             p = log_p.exp()
             grad_output = -p * grad_log_prob.unsqueeze(-1)
             grad_output.scatter_add_(-1, batch.actions.long().unsqueeze(-1), grad_log_prob.unsqueeze(-1))
             grad_output += p * (log_p + entropy.unsqueeze(-1)) * (ent_coef / n)
+            if kl_coef is not None:
+                grad_output += (p - th.softmax(batch.old_distribution, dim=-1)) * (kl_coef / n)
         else:
-            # Through the Gaussian log-density; the entropy bonus only reaches log_std
-            mean, log_std = distribution
+            # Through the Gaussian log-density; the entropy bonus only reaches log_std;
+            # KL(old || new): d/d mean = (mean - old_mean) / std^2, d/d log_std = 1 - (old_std^2 + (mean - old_mean)^2) / std^2
+            mean, log_std = saved["distribution"]
             inv_std = th.exp(-log_std)
             z = (batch.actions - mean) * inv_std
             grad_output = grad_log_prob.unsqueeze(-1) * z * inv_std
-            log_std.grad.copy_(th.mv((z * z - 1.0).t(), grad_log_prob) - ent_coef)  # type: ignore[union-attr]
+            grad_log_std = th.mv((z * z - 1.0).t(), grad_log_prob) - ent_coef
+            if kl_coef is not None:
+                old_mean, old_log_std = batch.old_distribution.chunk(2, dim=-1)
+                inv_var = inv_std * inv_std
+                difference = mean - old_mean
+                grad_output += difference * inv_var * (kl_coef / n)
+                spread = (th.exp(2.0 * old_log_std) + difference * difference) * inv_var
+                grad_log_std += (1.0 - spread).sum(dim=0) * (kl_coef / n)
+            log_std.grad.copy_(grad_log_std)  # type: ignore[union-attr]
 
         # Value: d(vf_coef * L_v) / dV_i = vf_coef * 2 (V'_i - R_i) / B where the clipping is inactive
+        values = saved["values"]
         if clip_range_vf is None:
             grad_values = (values - batch.returns) * (2.0 * vf_coef / n)
         else:
@@ -465,8 +505,8 @@ class ClosedFormLoss:
             clipped = batch.old_values + th.clamp(delta, -clip_range_vf, clip_range_vf)
             grad_values = (clipped - batch.returns) * (delta.abs() <= clip_range_vf) * (2.0 * vf_coef / n)
 
-        mlp_backward(self.actor_layers, actor_trace, grad_output)  # type: ignore[arg-type]
-        mlp_backward(self.critic_layers, critic_trace, grad_values.unsqueeze(-1))  # type: ignore[arg-type]
+        mlp_backward(self.actor_layers, saved["actor_trace"], grad_output)  # type: ignore[arg-type]
+        mlp_backward(self.critic_layers, saved["critic_trace"], grad_values.unsqueeze(-1))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------------- the backend
@@ -483,7 +523,7 @@ class FastMlp:
     """
 
     def __init__(self, policy: ActorCriticPolicy):
-        reason = unsupported_reason(policy, "clip")
+        reason = unsupported_reason(policy, "clip")  # either objective; the policy decides the rest
         if reason is not None:
             raise ValueError(f"the fast path does not apply: {reason}")
         self.policy = policy
@@ -537,9 +577,12 @@ class FastMlp:
         clip_range_vf: float | None,
         ent_coef: float,
         vf_coef: float,
+        policy_objective: str = "clip",
+        kl_coef: float = 0.0,
     ) -> LossTerms:
         """The minibatch's loss terms (:meth:`ClosedFormLoss.forward`)."""
-        return self.closed_form.forward(batch, advantages, clip_range, clip_range_vf, ent_coef, vf_coef)
+        coefficients = (clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef)
+        return self.closed_form.forward(batch, advantages, *coefficients)
 
     def backward(self) -> None:
         """Write the last :meth:`loss`'s gradient into every parameter's ``.grad``."""

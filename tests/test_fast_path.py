@@ -45,7 +45,8 @@ def make_batch(policy: ActorCriticPolicy, n: int, seed: int) -> RolloutBatch:
     old_values = values + 0.3 * th.randn(n, generator=gen)
     returns = values + th.randn(n, generator=gen)
     advantages = th.randn(n, generator=gen)
-    return RolloutBatch(obs, actions, old_values, old_log_prob, advantages, returns, th.zeros(n, 0))
+    old_distribution = distribution.params().detach() + 0.3 * th.randn(n, distribution.params().shape[1], generator=gen)
+    return RolloutBatch(obs, actions, old_values, old_log_prob, advantages, returns, old_distribution)
 
 
 def gradients(policy: ActorCriticPolicy) -> th.Tensor:
@@ -65,22 +66,24 @@ def gradients(policy: ActorCriticPolicy) -> th.Tensor:
 )
 @pytest.mark.parametrize("clip_range_vf", [None, 0.1])
 @pytest.mark.parametrize("normalize", [True, False])
-def test_closed_form_gradients_match_autograd(action_space, activation, net_arch, clip_range_vf, normalize):
+@pytest.mark.parametrize("objective", ["clip", "kl_penalty"])
+def test_closed_form_gradients_match_autograd(action_space, activation, net_arch, clip_range_vf, normalize, objective):
     th.manual_seed(0)
     policy = make_policy(action_space, net_arch=net_arch, activation_fn=activation, ortho_init=False, log_std_init=-0.5)
     batch = make_batch(policy, n=64, seed=1)
     advantages = normalize_advantages(batch.advantages) if normalize else batch.advantages
-    clip_range, ent_coef, vf_coef = 0.2, 0.01, 0.7
+    clip_range, ent_coef, vf_coef, kl_coef = 0.2, 0.01, 0.7, 3.0
+    coefficients = (clip_range, clip_range_vf, ent_coef, vf_coef, objective, kl_coef)
 
     policy.optimizer.zero_grad(set_to_none=False)
-    reference = ppo_loss(policy, batch, advantages, clip_range, clip_range_vf, ent_coef, vf_coef)
+    reference = ppo_loss(policy, batch, advantages, *coefficients)
     reference.loss.backward()
     expected = gradients(policy)
 
     closed_form = ClosedFormLoss(policy)
     for p in policy.parameters():
         p.grad.fill_(123.0)  # backward overwrites every gradient
-    terms = closed_form.forward(batch, advantages, clip_range, clip_range_vf, ent_coef, vf_coef)
+    terms = closed_form.forward(batch, advantages, *coefficients)
     closed_form.backward()
 
     for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "ratio", "log_ratio"):
@@ -121,7 +124,8 @@ class OwnEvaluation(ActorCriticPolicy):
         (lambda: make_policy(), "clip", None),
         (lambda: make_policy(DISCRETE, activation_fn=nn.ReLU), "clip", None),
         (lambda: make_policy(optimizer_class=th.optim.SGD), "clip", None),
-        (lambda: make_policy(), "kl_penalty", "policy_objective='kl_penalty'"),
+        (lambda: make_policy(DISCRETE), "kl_penalty", None),
+        (lambda: make_policy(), "adaptive", "policy_objective='adaptive'"),
         (lambda: make_policy(spaces.MultiDiscrete([2, 3])), "clip", "only Box actions"),
         (lambda: make_policy(state_dependent_std=True), "clip", "state-independent log_std"),
         (lambda: make_policy(activation_fn=nn.GELU), "clip", "Tanh, ReLU, LeakyReLU or ELU"),
@@ -146,9 +150,11 @@ def test_fast_path_argument():
     assert not plain.uses_fast_path
     # Without the fast path, the optimizer holds the policy's own parameter tensors (two groups, as with it)
     assert [len(g["params"]) for g in plain.policy.optimizer.param_groups] == [7, 6]
-    assert not ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, policy_objective="kl_penalty").uses_fast_path
-    with pytest.raises(ValueError, match=r"fast_path=True, but the fast path does not apply: .*kl_penalty"):
-        ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, policy_objective="kl_penalty", fast_path=True)
+    assert ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, policy_objective="kl_penalty").uses_fast_path
+    sds = dict(policy_kwargs=dict(state_dependent_std=True))
+    assert not ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, **sds).uses_fast_path
+    with pytest.raises(ValueError, match=r"fast_path=True, but the fast path does not apply: .*state-independent"):
+        ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, fast_path=True, **sds)
     with pytest.raises(ValueError, match="does not apply"):
         FastMlp(make_policy(spaces.MultiDiscrete([2, 3])))
 
@@ -237,7 +243,10 @@ def test_optimizer_state_regroups_between_flat_and_per_tensor_storage():
     [
         ("Pendulum-v1", dict(ent_coef=0.01, clip_range_vf=0.3, target_kl=0.05, policy_kwargs=dict(activation_fn=nn.ReLU))),
         ("CartPole-v1", dict(ent_coef=0.01, learning_rate=1e-3)),
+        ("Pendulum-v1", dict(policy_objective="kl_penalty", kl_coef=2.0, kl_adaptive_lr=True, target_kl=0.02)),
+        ("CartPole-v1", dict(policy_objective="kl_penalty", vf_learning_rate=3e-3)),
     ],
+    ids=["pendulum-clip", "cartpole-clip", "pendulum-kl-penalty", "cartpole-kl-penalty"],
 )
 def test_fast_path_and_autograd_train_alike(env_id, kwargs):
     """Whole runs with n_envs=4, same seed: the same actions (same noise), the same updates, to float32 rounding."""
