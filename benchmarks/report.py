@@ -98,7 +98,9 @@ def steps_to_reach(run: dict[str, Any], threshold: float) -> int | None:
     return int(run["eval_steps"][hits[0]]) if len(hits) else None
 
 
-def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int = 0) -> dict[str, Any]:
+def rliable_estimates(
+    final_scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int = 0, reps: int = BOOTSTRAP_REPS
+) -> dict[str, Any]:
     """
     IQM with 95% stratified-bootstrap confidence intervals per algorithm, and the probability of improvement
     ``P(A > B)`` (with its interval) for each pair ``(A, B)``.
@@ -108,7 +110,7 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str
 
     matrices = {algo: scores.reshape(-1, 1) for algo, scores in final_scores.items()}
     np.random.seed(seed)
-    iqm, iqm_ci = rly.get_interval_estimates(matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS)
+    iqm, iqm_ci = rly.get_interval_estimates(matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
     out: dict[str, Any] = {
         "iqm": {a: float(iqm[a][0]) for a in iqm},
         "iqm_ci": {a: iqm_ci[a][:, 0].tolist() for a in iqm_ci},
@@ -119,7 +121,7 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str
     if pairs:
         np.random.seed(seed)
         scores = {f"{a},{b}": (matrices[a], matrices[b]) for a, b in pairs}
-        poi, poi_ci = rly.get_interval_estimates(scores, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS)
+        poi, poi_ci = rly.get_interval_estimates(scores, metrics.probability_of_improvement, reps=reps)
         out["probability_of_improvement"] = {k: float(v) for k, v in poi.items()}
         out["probability_of_improvement_ci"] = {k: v.ravel().tolist() for k, v in poi_ci.items()}
     return out
@@ -268,14 +270,14 @@ def env_table(by_algo: Runs, estimates: dict[str, Any], thresholds: list[float])
 
 
 def env_section(
-    env: str, by_algo: Runs, pairs: list[tuple[str, str]], thresholds: list[float], out: Path, stem: str
+    env: str, by_algo: Runs, pairs: list[tuple[str, str]], thresholds: list[float], out: Path, stem: str, reps: int
 ) -> tuple[list[str], dict]:
     """
     Figures, table and numbers for one environment and a set of algorithms; the Zoo's learning curves
     ``curves_<stem>.png`` come from :func:`zoo_curves`.
     """
     final_scores = {algo: np.array([r["returns"][-1] for r in runs]) for algo, runs in by_algo.items()}
-    estimates = rliable_estimates(final_scores, pairs)
+    estimates = rliable_estimates(final_scores, pairs, reps=reps)
     names = {kind: f"{kind}_{stem}.png" for kind in ("curves", "wall_clock", "rliable", "improvement")}
     plot_wall_clock(env, by_algo, out / names["wall_clock"])
     plot_rliable(estimates, out / names["rliable"], out / names["improvement"])
@@ -312,7 +314,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
+    parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
     args = parser.parse_args(argv)
+    if args.bootstrap_reps < 100:
+        parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
     thresholds = dict(DEFAULT_THRESHOLDS)
     for item in args.threshold:
         env, values = item.split("=", 1)
@@ -345,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "",
         "Evaluation: deterministic policy, every 20k steps on 10 episodes (unless a run's command says otherwise); "
         "'final' is the last evaluation. Curves: mean over seeds, shaded standard error (the RL Zoo's `all_plots`). "
-        f"IQM and probability of improvement: rliable, stratified bootstrap with {BOOTSTRAP_REPS} resamples. Wall-clock "
+        f"IQM and probability of improvement: rliable, stratified bootstrap with {args.bootstrap_reps} resamples. Wall-clock "
         "time includes the periodic evaluations; it depends on the machine and on what else ran on it at the time.",
         "",
     ]
@@ -364,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if main_rows:
             pairs = [("clippedppo", other) for other in main_rows if other != "clippedppo"]
             section, numbers["envs"][env] = env_section(
-                env, main_rows, pairs, thresholds.get(env, []), args.out, env_folder(env)
+                env, main_rows, pairs, thresholds.get(env, []), args.out, env_folder(env), args.bootstrap_reps
             )
             lines += [f"## {env} ({', '.join(f'{s / 1e6:g}M' for s in steps)} steps)", "", *section]
             estimates = numbers["envs"][env]
@@ -380,7 +385,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows = {**({"clippedppo": by_algo["clippedppo"]} if "clippedppo" in by_algo else {}), **option_rows}
             pairs = [(option, "clippedppo") for option in option_rows]
             stem = f"options_{env_folder(env)}"
-            section, numbers["envs"][f"{env} options"] = env_section(env, rows, pairs, thresholds.get(env, []), args.out, stem)
+            section, numbers["envs"][f"{env} options"] = env_section(
+                env, rows, pairs, thresholds.get(env, []), args.out, stem, args.bootstrap_reps
+            )
             lines += [f"## {env}: ClippedPPO's options against plain ClippedPPO", "", *section]
             option_numbers = numbers["envs"][f"{env} options"]
             option_numbers["verdicts"], option_numbers["rank_test_p"] = {}, {}
