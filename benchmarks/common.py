@@ -26,6 +26,7 @@ def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str
     :raises ValueError: when the file has no block for ``env_id``.
     """
     from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.utils import ConstantSchedule
 
     if env_id not in yaml_keys(path):
         raise ValueError(f"env_id {env_id!r} has no block in {path}")
@@ -36,7 +37,9 @@ def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str
         hyperparams, _ = manager.read_hyperparameters()
     hyperparams, *_ = manager._preprocess_hyperparams(hyperparams)
     hyperparams.pop("policy", None)
-    return hyperparams, manager.normalize
+    # A constant stays a number (SB3 makes the same schedule of it), so that the arguments stay printable as JSON
+    constants = {key: value.val for key, value in hyperparams.items() if isinstance(value, ConstantSchedule)}
+    return {**hyperparams, **constants}, manager.normalize
 
 
 def yaml_keys(path: Path) -> list[str]:

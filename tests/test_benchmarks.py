@@ -174,7 +174,7 @@ def test_throughput_smoke(tmp_path):
 
 def test_zoo_hyperparams_reads_the_shipped_block():
     kwargs, normalize = zoo_hyperparams("HalfCheetah-v4")
-    assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20
+    assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20 and kwargs["learning_rate"] == 2.0633e-05
     assert kwargs["policy_kwargs"]["net_arch"] == dict(pi=[256, 256], vf=[256, 256])
     assert "n_timesteps" not in kwargs and "normalize" not in kwargs and "policy" not in kwargs
     # The Zoo's loader: "lin_0.001" is a linear schedule of the remaining progress, as `rl_zoo3.train` makes it

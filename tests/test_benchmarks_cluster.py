@@ -23,7 +23,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_cluster(tmp_path_factory):
     """
     Two Ray nodes of one CPU each on this machine (a head, and a worker that joins it), with token authentication
