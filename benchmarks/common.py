@@ -43,7 +43,11 @@ def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str
 
 
 def yaml_keys(path: Path) -> list[str]:
-    """The top-level names of a yml file."""
+    """
+    The top-level names of a yml file.
+
+    :param path: the file.
+    """
     import yaml
 
     return list(yaml.safe_load(Path(path).read_text()) or {})

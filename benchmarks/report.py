@@ -195,7 +195,13 @@ def zoo_curves(folders: list[tuple[Path, str]], algos: list[str], envs: list[str
 
 
 def plot_wall_clock(title: str, by_algo: Runs, path: Path) -> None:
-    """Mean evaluation return against mean wall-clock minutes (shaded: standard error over seeds, as the Zoo's)."""
+    """
+    Mean evaluation return against mean wall-clock minutes (shaded: standard error over seeds, as the Zoo's).
+
+    :param title: the figure's title.
+    :param by_algo: the runs of each algorithm (or option).
+    :param path: the PNG to write.
+    """
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -213,7 +219,13 @@ def plot_wall_clock(title: str, by_algo: Runs, path: Path) -> None:
 
 
 def plot_rliable(estimates: dict[str, Any], iqm_path: Path, improvement_path: Path) -> None:
-    """rliable's own figures: IQM with its interval per algorithm, and the probability of improvement of each pair."""
+    """
+    rliable's own figures: IQM with its interval per algorithm, and the probability of improvement of each pair.
+
+    :param estimates: what :func:`rliable_estimates` returned.
+    :param iqm_path: the PNG for the IQM figure.
+    :param improvement_path: the PNG for the probability of improvement (written when there are pairs).
+    """
     import matplotlib.pyplot as plt
     from rliable import plot_utils
 
@@ -275,6 +287,14 @@ def env_section(
     """
     Figures, table and numbers for one environment and a set of algorithms; the Zoo's learning curves
     ``curves_<stem>.png`` come from :func:`zoo_curves`.
+
+    :param env: the environment id.
+    :param by_algo: the runs of each algorithm (or option).
+    :param pairs: the pairs ``(A, B)`` whose probability of improvement P(A > B) to estimate.
+    :param thresholds: the returns for "steps to reach".
+    :param out: the report's folder.
+    :param stem: the figures' names after ``<kind>_``.
+    :param reps: bootstrap resamples.
     """
     final_scores = {algo: np.array([r["returns"][-1] for r in runs]) for algo, runs in by_algo.items()}
     estimates = rliable_estimates(final_scores, pairs, reps=reps)

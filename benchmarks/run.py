@@ -79,7 +79,11 @@ class Job:
         return bool(record and record.get("status") == "finished" and (self.out / record["run_dir"]).is_dir())
 
     def zoo_args(self, args: argparse.Namespace) -> list[str]:
-        """The Zoo's arguments of this run, without ``-f`` and ``-conf`` (they depend on where it runs)."""
+        """
+        The Zoo's arguments of this run, without ``-f`` and ``-conf`` (they depend on where it runs).
+
+        :param args: the sweep's options (evaluation, steps, logging).
+        """
         zoo_args = ["--algo", self.algo, "--env", self.env, "--seed", str(self.seed), "--eval-freq", str(args.eval_freq),
                     "--eval-episodes", str(args.eval_episodes), "--num-threads", "1", "--log-interval",
                     str(args.log_interval), "--device", "cpu"]  # fmt: skip
@@ -92,7 +96,11 @@ class Job:
         return zoo_args
 
     def command(self, args: argparse.Namespace) -> str:
-        """The equivalent command on this machine, from the repository root (what the record keeps)."""
+        """
+        The equivalent command on this machine, from the repository root (what the record keeps).
+
+        :param args: the sweep's options.
+        """
         conf = ["-conf", os.path.relpath(args.conf)] if self.algo in SHARED_CONFIG_ALGOS else []
         return " ".join(["python", "-m", "rl_zoo3.train", *self.zoo_args(args), "-f", str(self.out), *conf])
 
@@ -141,8 +149,13 @@ def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) 
     return {"files": files, "log": log, "started": started, "wall_clock_s": wall, "node": node, "machine": machine_info()}
 
 
-def final_timesteps(run_dir: Path, env: str) -> int | None:
-    """Training steps of a run: ``-n`` if given, else ``n_timesteps`` of its saved config."""
+def final_timesteps(run_dir: Path, env: str) -> int:
+    """
+    Training steps of a run: ``-n`` if given, else ``n_timesteps`` of its saved config.
+
+    :param run_dir: the Zoo's run folder.
+    :param env: its environment id.
+    """
     params = run_dir / env_folder(env)
     saved_args = dict(yaml.load((params / "args.yml").read_text(), Loader=yaml.UnsafeLoader))
     if saved_args.get("n_timesteps", -1) > 0:
@@ -152,7 +165,11 @@ def final_timesteps(run_dir: Path, env: str) -> int | None:
 
 
 def set_aside(job: Job) -> None:
-    """Move an unfinished earlier attempt (record, log, run folder) to ``OUT/_interrupted/``: nothing is overwritten."""
+    """
+    Move an unfinished earlier attempt (record, log, run folder) to ``OUT/_interrupted/``: nothing is overwritten.
+
+    :param job: the run about to start again.
+    """
     record = job.record()
     if record is None:
         return
@@ -165,7 +182,14 @@ def set_aside(job: Job) -> None:
 
 
 def write_outputs(job: Job, args: argparse.Namespace, outcome: dict[str, Any] | Exception, jobs: int) -> dict:
-    """Write a run's outputs in the Zoo's layout (finished runs) and its record and log; returns the record."""
+    """
+    Write a run's outputs in the Zoo's layout (finished runs) and its record and log; returns the record.
+
+    :param job: the run.
+    :param args: the sweep's options (for the command in the record).
+    :param outcome: what :func:`train` returned, or the error that ended the run (after Ray's retries).
+    :param jobs: runs at a time in this sweep (for the record).
+    """
     from rl_zoo3.utils import get_latest_run_id
 
     record: dict[str, Any] = {"algo": job.algo, "env": job.env, "seed": job.seed, "command": job.command(args)}
@@ -292,7 +316,12 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Reject bad values with a message that names the option."""
+    """
+    Reject bad values with a message that names the option (``parser.error``: exit status 2).
+
+    :param parser: the parser of :func:`parser`.
+    :param args: what it parsed.
+    """
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be >= 1, not {args.jobs}")
     if args.retries < 0:
@@ -302,7 +331,11 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def exit_if_failed(records: list[dict]) -> list[dict]:
-    """The records, after exiting with status 1 (and saying where the logs are) when a run failed."""
+    """
+    The records, after exiting with status 1 (and saying where the logs are) when a run failed.
+
+    :param records: the sweep's records.
+    """
     failed = [r for r in records if r["status"] != "finished"]
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(r['log'] for r in failed)} (in their sweep folders)", file=sys.stderr)

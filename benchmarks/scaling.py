@@ -20,7 +20,12 @@ import numpy as np
 
 
 def makespan(durations: list[float], workers: int) -> float:
-    """The time at which the last run ends when each run, in the given order, starts on the first free worker."""
+    """
+    The time at which the last run ends when each run, in the given order, starts on the first free worker.
+
+    :param durations: the runs' durations, in the order they are started.
+    :param workers: how many run at a time.
+    """
     free = [0.0] * workers
     for duration in durations:
         heapq.heapreplace(free, free[0] + duration)
@@ -28,7 +33,12 @@ def makespan(durations: list[float], workers: int) -> float:
 
 
 def evaluation_seconds(run_dir: Path, eval_steps: np.ndarray) -> float:
-    """Seconds a run spent evaluating, from the longer episodes of its first training Monitor file."""
+    """
+    Seconds a run spent evaluating, from the longer episodes of its first training Monitor file.
+
+    :param run_dir: the Zoo's run folder (with ``0.monitor.csv``).
+    :param eval_steps: the timesteps of its evaluations (``evaluations.npz``).
+    """
     data = np.genfromtxt(run_dir / "0.monitor.csv", delimiter=",", skip_header=2, ndmin=2)
     # With n envs, each Monitor sees 1/n of the steps
     ends = np.cumsum(data[:, 1]) * len(list(run_dir.glob("*.monitor.csv")))

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import options, report, run, throughput
+from benchmarks import options, report, run, scaling, throughput
 from benchmarks.common import HYPERPARAMS_YML, zoo_hyperparams
-from tests.sweep_utils import SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
+from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +153,24 @@ def test_steps_to_reach():
     assert report.steps_to_reach(fake, 4.0) == 20 and report.steps_to_reach(fake, 9.0) is None
     assert report.fmt_steps([10_000, None, 30_000]) == "30k (2/3 seeds)"
     assert report.fmt_steps([10_000, None, None]) == "not reached (1/3 seeds)"
+
+
+def test_makespan_of_the_committed_runs():
+    # Greedy list scheduling: 3 on one worker; 2 then 2 on the other; the last 1 on the first, free at 3
+    assert scaling.makespan([3.0, 2.0, 2.0, 1.0], 2) == 4.0 and scaling.makespan([3.0, 2.0, 2.0, 1.0], 1) == 8.0
+    results = ROOT / "benchmarks" / "results"
+    sweeps = [results / "sweep", *sorted((results / "options").iterdir())]
+    table = scaling.main([str(s) for s in sweeps])
+    durations = [json.loads(p.read_text())["wall_clock_s"] for s in sweeps for p in (s / "_runs").glob("*.json")]
+    rows = {
+        int(line.split("|")[1]): line.split("|")[2:] for line in table.splitlines() if line.startswith("| ") and "h |" in line
+    }
+    assert float(rows[1][0].split()[0]) == pytest.approx(sum(durations) / 3600, abs=0.005)
+    assert float(rows[64][0].split()[0]) == pytest.approx(max(durations) / 3600, abs=0.005)  # more workers than runs
+    assert [float(rows[w][0].split()[0]) for w in (1, 4, 16, 64)] == sorted(
+        (float(r[0].split()[0]) for r in rows.values()), reverse=True
+    )
+    assert "evaluating" in table
 
 
 def test_throughput_smoke(tmp_path):
