@@ -1,14 +1,14 @@
 """Shared helpers for the benchmarks: hyperparameters from the shipped RL Zoo file, and the machine's description."""
 
+import argparse
 import contextlib
 import importlib.metadata
+import io
 import os
 import platform
 import subprocess
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 HYPERPARAMS_YML = ROOT / "hyperparams" / "clippedppo.yml"
@@ -16,22 +16,41 @@ HYPERPARAMS_YML = ROOT / "hyperparams" / "clippedppo.yml"
 
 def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str, Any], bool]:
     """
-    The constructor arguments of an RL Zoo hyperparameter block, evaluated as the Zoo does it.
+    The constructor arguments of an RL Zoo hyperparameter block, read and converted by the Zoo's own loader
+    (``ExperimentManager``: ``policy_kwargs`` strings evaluated, ``lin_`` schedules made callables).
 
     :param env_id: the block's name, e.g. ``"HalfCheetah-v4"``.
     :param path: the yml file.
     :return: ``(kwargs, normalize)``: arguments for ``ClippedPPO``/``PPO`` (without ``n_envs``, ``n_timesteps``,
-        ``policy``, ``normalize``), and whether the block asks for ``VecNormalize``.
+        ``policy``, ``normalize``, wrappers), and whether the block asks for ``VecNormalize``.
+    :raises ValueError: when the file has no block for ``env_id``.
     """
-    from torch import nn
+    from rl_zoo3.exp_manager import ExperimentManager
+    from stable_baselines3.common.utils import ConstantSchedule
 
-    block = dict(yaml.safe_load(path.read_text())[env_id])
-    normalize = bool(block.pop("normalize", False))
-    for key in ("n_envs", "n_timesteps", "policy", "env_wrapper"):
-        block.pop(key, None)
-    if isinstance(block.get("policy_kwargs"), str):
-        block["policy_kwargs"] = eval(block["policy_kwargs"], {"nn": nn, "dict": dict})
-    return block, normalize
+    if env_id not in yaml_keys(path):
+        raise ValueError(f"env_id {env_id!r} has no block in {path}")
+    if env_id.startswith("dm_control/"):
+        import shimmy  # noqa: F401 (registers the dm_control/... ids, as the Zoo's --gym-packages shimmy does)
+    manager = ExperimentManager(argparse.Namespace(), "clippedppo", env_id, os.devnull, config=str(path), verbose=0)
+    with contextlib.redirect_stdout(io.StringIO()):  # the loader prints the hyperparameters
+        hyperparams, _ = manager.read_hyperparameters()
+    hyperparams, *_ = manager._preprocess_hyperparams(hyperparams)
+    hyperparams.pop("policy", None)
+    # A constant stays a number (SB3 makes the same schedule of it), so that the arguments stay printable as JSON
+    constants = {key: value.val for key, value in hyperparams.items() if isinstance(value, ConstantSchedule)}
+    return {**hyperparams, **constants}, manager.normalize
+
+
+def yaml_keys(path: Path) -> list[str]:
+    """
+    The top-level names of a yml file.
+
+    :param path: the file.
+    """
+    import yaml
+
+    return list(yaml.safe_load(Path(path).read_text()) or {})
 
 
 def git_commit(repo: Path = ROOT) -> str:
@@ -77,6 +96,6 @@ def machine_info() -> dict[str, Any]:
         "torch_threads": th.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "commit": git_commit(),
+        "commit": git_commit(Path(sb3_clippedppo.__file__).resolve().parents[1]),  # the code that trained
         "versions": versions,
     }

@@ -11,13 +11,13 @@ Each option trains ClippedPPO through the benchmark runner (:mod:`benchmarks.run
 - ``kl_adaptive_lr``: KL-adaptive learning rate; HalfCheetah-v4 needs a ``target_kl`` for it (0.01, which also
   turns on KL early stopping there); walker-walk already has target_kl 0.01.
 
+One sweep on Ray (:func:`benchmarks.run.run_jobs`) runs every option x environment x seed, so a cluster trains them
+all at once; the other options are the runner's (``--address``, ``--jobs``, ``--retries``, ...).
+
 Example (3 seeds per option and environment, 2 runs at a time)::
 
     python -m benchmarks.options --seeds 0 1 2 --jobs 2 --out benchmarks/results/options
 """
-
-import argparse
-from pathlib import Path
 
 from benchmarks import run
 
@@ -47,27 +47,19 @@ OPTIONS: dict[str, dict[str, list[str]]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = run.parser(algos=False)
+    parser.description = __doc__.split("\n")[0]
     parser.add_argument("--options", nargs="+", choices=list(OPTIONS), default=list(OPTIONS))
-    parser.add_argument("--envs", nargs="+", default=list(run.DEFAULT_ENVS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--out", type=Path, required=True, help="one sweep folder per option is made inside")
-    parser.add_argument("--n-timesteps", type=int, default=0, help="override n_timesteps (0: keep the file's)")
-    parser.add_argument("--dry-run", action="store_true")
-    args, extra = parser.parse_known_args(argv)
+    parser.set_defaults(seeds=[0, 1, 2])
+    args = parser.parse_args(argv)
+    run.check_args(parser, args)
     for env in args.envs:
-        for option in args.options:
-            overrides = OPTIONS[option][env]
-            command = ["--algos", "clippedppo", "--envs", env, "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs),
-                       "--out", str(args.out / option), "--hyperparams", *overrides, *extra]  # fmt: skip
-            if args.n_timesteps:
-                command += ["--n-timesteps", str(args.n_timesteps)]
-            if args.dry_run:
-                command.append("--dry-run")
-            print(f"== {option} on {env}: python -m benchmarks.run {' '.join(command)}", flush=True)
-            run.main(command)
+        if env not in OPTIONS[args.options[0]]:
+            parser.error(f"--envs {env}: the options have settings for {', '.join(OPTIONS[args.options[0]])} only")
+    jobs = [run.Job("clippedppo", env, seed, args.out / option, (*OPTIONS[option][env], *args.hyperparams))
+            for env in args.envs for option in args.options for seed in args.seeds]  # fmt: skip
+    return run.exit_if_failed(run.run_jobs(jobs, args))
 
 
 if __name__ == "__main__":

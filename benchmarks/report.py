@@ -1,13 +1,14 @@
 """Build the benchmark report from sweep folders written by :mod:`benchmarks.run` (and :mod:`benchmarks.options`).
 
-For every environment: learning curves (mean over seeds with a 95% Student-t interval, against environment steps
-and against wall-clock minutes) as a PNG; aggregate statistics with rliable (interquartile mean of the final
-evaluation return with a 95% stratified-bootstrap confidence interval, and the probability of improvement) as a PNG;
-and a markdown table (final return mean +- std over seeds, IQM [95% CI], steps to reach return thresholds,
-wall-clock minutes per 1M steps, steps per second). Sweep folders given with a label (``DIR=LABEL``) hold option
-rows of ClippedPPO; they get a section per environment of their own, each option against plain ClippedPPO.
-``report.md`` gathers everything with the machine, the package versions and the commands; ``report.json`` holds the
-numbers. The RL Zoo's own ``all_plots`` results table is added as a cross-check.
+For every environment: the RL Zoo's learning curves (``rl_zoo3.plots.all_plots``: mean evaluation return against
+steps, shaded standard error), our curves against wall-clock minutes (which the Zoo does not draw), rliable's
+interval-estimate and probability-of-improvement figures (IQM of the final evaluation return with a 95%
+stratified-bootstrap confidence interval; P(A > B)), and a markdown table (final return mean +- std over seeds,
+IQM [95% CI], steps to reach return thresholds, wall-clock minutes per 1M steps, steps per second). Sweep folders
+given with a label (``DIR=LABEL``) hold option rows of ClippedPPO; they get a section per environment of their own,
+each option against plain ClippedPPO, with a verdict from an exact rank test. ``report.md`` gathers everything with
+the machines, nodes, package versions and commands of the runs; ``report.json`` holds the numbers; the Zoo's
+``all_plots`` results table is added as a cross-check.
 
 Example::
 
@@ -16,12 +17,14 @@ Example::
 """
 
 import argparse
+import contextlib
+import io
 import json
-import os
-import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -30,8 +33,6 @@ from benchmarks.run import env_folder
 # Return thresholds for "steps to reach": the issue's for HalfCheetah-v4; others are informative.
 DEFAULT_THRESHOLDS = {"HalfCheetah-v4": [3000, 5000], "dm_control/walker-walk-v0": [500, 800]}
 LABELS = {"clippedppo": "ClippedPPO", "ppo": "SB3 PPO", "trpo": "SB3-Contrib TRPO"}
-COLORS = {"clippedppo": "tab:blue", "ppo": "tab:orange", "trpo": "tab:green"}
-OPTION_COLORS = ["tab:purple", "tab:red", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]
 BOOTSTRAP_REPS = 20_000
 
 Runs = dict[str, list[dict[str, Any]]]
@@ -85,18 +86,6 @@ def eval_minutes(run_dir: Path, timesteps: np.ndarray) -> np.ndarray:
     return np.interp(timesteps, np.concatenate([[0], steps]), np.concatenate([[0], seconds])) / 60.0
 
 
-def mean_and_interval(curves: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds (axis 0) and the half-width of a Student-t confidence interval of the mean."""
-    from scipy import stats
-
-    n = curves.shape[0]
-    mean = curves.mean(axis=0)
-    if n < 2:
-        return mean, np.zeros_like(mean)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * curves.std(axis=0, ddof=1) / np.sqrt(n)
-    return mean, half
-
-
 def aligned(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
     """Common evaluation timesteps of the runs and the ``key`` values there, shape ``(n_runs, n_evals)``."""
     length = min(len(r["eval_steps"]) for r in runs)
@@ -109,7 +98,9 @@ def steps_to_reach(run: dict[str, Any], threshold: float) -> int | None:
     return int(run["eval_steps"][hits[0]]) if len(hits) else None
 
 
-def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int = 0) -> dict[str, Any]:
+def rliable_estimates(
+    final_scores: dict[str, np.ndarray], pairs: list[tuple[str, str]], seed: int = 0, reps: int = BOOTSTRAP_REPS
+) -> dict[str, Any]:
     """
     IQM with 95% stratified-bootstrap confidence intervals per algorithm, and the probability of improvement
     ``P(A > B)`` (with its interval) for each pair ``(A, B)``.
@@ -119,7 +110,7 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str
 
     matrices = {algo: scores.reshape(-1, 1) for algo, scores in final_scores.items()}
     np.random.seed(seed)
-    iqm, iqm_ci = rly.get_interval_estimates(matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=BOOTSTRAP_REPS)
+    iqm, iqm_ci = rly.get_interval_estimates(matrices, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=reps)
     out: dict[str, Any] = {
         "iqm": {a: float(iqm[a][0]) for a in iqm},
         "iqm_ci": {a: iqm_ci[a][:, 0].tolist() for a in iqm_ci},
@@ -130,7 +121,7 @@ def rliable_estimates(final_scores: dict[str, np.ndarray], pairs: list[tuple[str
     if pairs:
         np.random.seed(seed)
         scores = {f"{a},{b}": (matrices[a], matrices[b]) for a, b in pairs}
-        poi, poi_ci = rly.get_interval_estimates(scores, metrics.probability_of_improvement, reps=BOOTSTRAP_REPS)
+        poi, poi_ci = rly.get_interval_estimates(scores, metrics.probability_of_improvement, reps=reps)
         out["probability_of_improvement"] = {k: float(v) for k, v in poi.items()}
         out["probability_of_improvement_ci"] = {k: v.ravel().tolist() for k, v in poi_ci.items()}
     return out
@@ -167,76 +158,93 @@ def option_verdict(probability: float, p_value: float, alpha: float = 0.05) -> s
     return f"no clear difference (P = {probability:.2f}, rank test p = {p_value:.2f})"
 
 
-def color_of(key: str, keys: list[str]) -> str | None:
-    options = [k for k in keys if "[" in k]
-    return OPTION_COLORS[options.index(key) % len(OPTION_COLORS)] if key in options else COLORS.get(key)
+def zoo_curves(folders: list[tuple[Path, str]], algos: list[str], envs: list[str], out: Path, stem: str) -> str:
+    """
+    The RL Zoo's ``all_plots`` on sweep folders: saves its learning-curve figure of each environment as
+    ``curves_<stem><env folder>.png`` (legend in this report's names) and returns its markdown results table.
 
-
-def plot_curves(title: str, by_algo: Runs, path: Path) -> None:
+    :param folders: ``(folder, label)`` pairs; an option's label is its name, a main sweep's its folder.
+    :param algos: the Zoo's algorithm names.
+    :param envs: the environments' Zoo folder names (``all_plots`` matches them against the run folders).
+    :param out: the report's folder.
+    :param stem: prefix of the figures' names after ``curves_``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from rl_zoo3.plots.all_plots import all_plots
 
-    fig, (ax_steps, ax_time) = plt.subplots(1, 2, figsize=(12, 4.5))
-    lowest, highest = np.inf, -np.inf
+    options = {label for folder, label in folders if label != str(folder)}
+    argv = ["all_plots", "-a", *algos, "-e", *envs, "-f", *(str(f) for f, _ in folders),
+            "-l", *(label for _, label in folders), "--no-display"]  # fmt: skip
+    plt.close("all")
+    with mock.patch.object(sys, "argv", argv), contextlib.redirect_stdout(io.StringIO()) as printed:
+        all_plots()
+    for env in envs:
+        fig = plt.figure(f"Results {env}")
+        for line in fig.axes[0].get_lines():
+            algo, label = line.get_label().split("-", 1)
+            line.set_label(label_of(f"{algo.lower()}[{label}]" if label in options else algo.lower()))
+        fig.axes[0].legend()
+        fig.axes[0].set_ylabel("evaluation return (mean, standard error)")
+        fig.tight_layout()
+        fig.savefig(out / f"curves_{stem}{env}.png", dpi=110)
+    plt.close("all")
+    return "\n".join(line for line in printed.getvalue().splitlines() if line.startswith("|"))
+
+
+def plot_wall_clock(title: str, by_algo: Runs, path: Path) -> None:
+    """
+    Mean evaluation return against mean wall-clock minutes (shaded: standard error over seeds, as the Zoo's).
+
+    :param title: the figure's title.
+    :param by_algo: the runs of each algorithm (or option).
+    :param path: the PNG to write.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
     for algo, runs in by_algo.items():
-        label = f"{label_of(algo)} ({len(runs)} seeds)"
-        timesteps, returns = aligned(runs, "returns")
+        _, returns = aligned(runs, "returns")
         _, minutes = aligned(runs, "minutes")
-        mean, half = mean_and_interval(returns)
-        lowest, highest = min(lowest, returns.min()), max(highest, returns.max())
-        color = color_of(algo, list(by_algo))
-        ax_steps.plot(timesteps / 1e6, mean, label=label, color=color)
-        ax_steps.fill_between(timesteps / 1e6, mean - half, mean + half, alpha=0.25, color=color)
-        mean_minutes = np.nanmean(minutes, axis=0)
-        ax_time.plot(mean_minutes, mean, label=label, color=color)
-        ax_time.fill_between(mean_minutes, mean - half, mean + half, alpha=0.25, color=color)
-    ax_steps.set_xlabel("environment steps (millions)")
-    ax_time.set_xlabel("wall-clock minutes (mean over seeds; evaluation included)")
-    margin = 0.05 * (highest - lowest)
-    for ax in (ax_steps, ax_time):
-        # The range of the individual runs' curves (an interval from few seeds may reach beyond it)
-        ax.set_ylim(lowest - margin, highest + margin)
-        ax.set_ylabel("mean evaluation return")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{title}: deterministic evaluation, mean and 95% t-interval over seeds (y: range of the runs)")
+        mean, error = returns.mean(axis=0), returns.std(axis=0) / np.sqrt(len(runs))
+        ax.plot(np.nanmean(minutes, axis=0), mean, label=f"{label_of(algo)} ({len(runs)} seeds)")
+        ax.fill_between(np.nanmean(minutes, axis=0), mean - error, mean + error, alpha=0.25)
+    ax.set(xlabel="wall-clock minutes (mean over seeds; evaluation included)", ylabel="mean evaluation return", title=title)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_rliable(title: str, final_scores: dict[str, np.ndarray], estimates: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def plot_rliable(estimates: dict[str, Any], iqm_path: Path, improvement_path: Path) -> None:
+    """
+    rliable's own figures: IQM with its interval per algorithm, and the probability of improvement of each pair.
 
-    matplotlib.use("Agg")
+    :param estimates: what :func:`rliable_estimates` returned.
+    :param iqm_path: the PNG for the IQM figure.
+    :param improvement_path: the PNG for the probability of improvement (written when there are pairs).
+    """
     import matplotlib.pyplot as plt
+    from rliable import plot_utils
 
-    algos = list(final_scores)
-    pairs = list(estimates["probability_of_improvement"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.55 * max(len(algos), len(pairs), 2)))
-    ax = axes[0]
-    for i, algo in enumerate(algos):
-        low, high = estimates["iqm_ci"][algo]
-        ax.barh(i, high - low, left=low, height=0.6, color=color_of(algo, algos), alpha=0.6)
-        ax.plot([estimates["iqm"][algo]] * 2, [i - 0.3, i + 0.3], color="black")
-        ax.scatter(final_scores[algo], [i] * len(final_scores[algo]), color="black", s=10, zorder=3)
-    ax.set_yticks(range(len(algos)), [label_of(a) for a in algos])
-    ax.set_xlabel("final return: IQM (line), 95% CI (bar), runs (dots)")
-    ax = axes[1]
-    for i, pair in enumerate(pairs):
-        low, high = estimates["probability_of_improvement_ci"][pair]
-        ax.barh(i, high - low, left=low, height=0.6, color="tab:purple", alpha=0.6)
-        ax.plot([estimates["probability_of_improvement"][pair]] * 2, [i - 0.3, i + 0.3], color="black")
-    ax.axvline(0.5, color="gray", linestyle="--")
-    ax.set_xlim(0, 1)
-    ax.set_yticks(range(len(pairs)), [f"P({label_of(p.split(',')[0])} > {label_of(p.split(',')[1])})" for p in pairs])
-    ax.set_xlabel("probability of improvement (95% CI)")
-    fig.suptitle(f"{title}: rliable, stratified bootstrap ({BOOTSTRAP_REPS} resamples)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    iqm = {label_of(a): np.array([v]) for a, v in estimates["iqm"].items()}
+    ci = {label_of(a): np.array(v).reshape(2, 1) for a, v in estimates["iqm_ci"].items()}
+    below = -0.7 / (0.8 * len(iqm))  # rliable's x label 0.7 inch below its rows of 0.8 inch
+    fig, _ = plot_utils.plot_interval_estimates(iqm, ci, metric_names=["IQM"], xlabel="final evaluation return",
+                                                subfigure_width=6, row_height=0.8, xlabel_y_coordinate=below)  # fmt: skip
+    fig.savefig(iqm_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
+    if estimates["probability_of_improvement"]:
+        pairs = {",".join(label_of(k) for k in p.split(",")): v for p, v in estimates["probability_of_improvement"].items()}
+        pair_cis = {",".join(label_of(k) for k in p.split(",")): np.array(v)
+                    for p, v in estimates["probability_of_improvement_ci"].items()}  # fmt: skip
+        ax = plot_utils.plot_probability_of_improvement(
+            pairs, pair_cis, figsize=(6, 0.8 + 0.6 * len(pairs)), xticks=[0, 0.25, 0.5, 0.75, 1]
+        )
+        ax.figure.savefig(improvement_path, dpi=110, bbox_inches="tight")
+        plt.close(ax.figure)
 
 
 def fmt_steps(values: list[int | None]) -> str:
@@ -273,30 +281,31 @@ def env_table(by_algo: Runs, estimates: dict[str, Any], thresholds: list[float])
     return lines
 
 
-def zoo_results_table(runs_dir: Path, envs: list[str], algos: list[str], out: Path) -> str:
-    """
-    The RL Zoo's own ``all_plots`` results table (mean final return +- standard error), as a cross-check; ``envs`` are
-    the Zoo's folder names (``all_plots`` matches them against the run folders).
-    """
-    command = [sys.executable, "-m", "rl_zoo3.plots.all_plots", "-a", *algos, "-e", *envs, "-f", str(runs_dir),
-               "-o", str(out / "zoo_all_plots"), "--no-display"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
-    if result.returncode != 0:
-        return f"(all_plots failed: {result.stderr.strip().splitlines()[-1] if result.stderr else result.returncode})"
-    return "\n".join(line for line in result.stdout.splitlines() if line.startswith("|"))
-
-
 def env_section(
-    env: str, by_algo: Runs, pairs: list[tuple[str, str]], thresholds: list[float], out: Path, stem: str
+    env: str, by_algo: Runs, pairs: list[tuple[str, str]], thresholds: list[float], out: Path, stem: str, reps: int
 ) -> tuple[list[str], dict]:
-    """Figures, table and numbers for one environment and a set of algorithms."""
+    """
+    Figures, table and numbers for one environment and a set of algorithms; the Zoo's learning curves
+    ``curves_<stem>.png`` come from :func:`zoo_curves`.
+
+    :param env: the environment id.
+    :param by_algo: the runs of each algorithm (or option).
+    :param pairs: the pairs ``(A, B)`` whose probability of improvement P(A > B) to estimate.
+    :param thresholds: the returns for "steps to reach".
+    :param out: the report's folder.
+    :param stem: the figures' names after ``<kind>_``.
+    :param reps: bootstrap resamples.
+    """
     final_scores = {algo: np.array([r["returns"][-1] for r in runs]) for algo, runs in by_algo.items()}
-    estimates = rliable_estimates(final_scores, pairs)
-    curves_png, rliable_png = out / f"curves_{stem}.png", out / f"rliable_{stem}.png"
-    plot_curves(env, by_algo, curves_png)
-    plot_rliable(env, final_scores, estimates, rliable_png)
+    estimates = rliable_estimates(final_scores, pairs, reps=reps)
+    names = {kind: f"{kind}_{stem}.png" for kind in ("curves", "wall_clock", "rliable", "improvement")}
+    plot_wall_clock(env, by_algo, out / names["wall_clock"])
+    plot_rliable(estimates, out / names["rliable"], out / names["improvement"])
     lines = [*env_table(by_algo, estimates, thresholds), ""]
-    lines += [f"![learning curves]({curves_png.name})", "", f"![rliable]({rliable_png.name})", ""]
+    for kind, title in (("curves", "learning curves (RL Zoo all_plots)"), ("wall_clock", "against wall-clock time"),
+                        ("rliable", "IQM (rliable)"), ("improvement", "probability of improvement (rliable)")):  # fmt: skip
+        if (out / names[kind]).exists():
+            lines += [f"![{title}]({names[kind]})", ""]
     numbers = {
         "final_returns": {a: s.tolist() for a, s in final_scores.items()},
         "seeds": {a: [r["seed"] for r in runs] for a, runs in by_algo.items()},
@@ -325,7 +334,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
+    parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
     args = parser.parse_args(argv)
+    if args.bootstrap_reps < 100:
+        parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
     thresholds = dict(DEFAULT_THRESHOLDS)
     for item in args.threshold:
         env, values = item.split("=", 1)
@@ -341,21 +353,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     machine = records[0]["machine"]
     command = "python -m benchmarks.report " + " ".join(sys.argv[1:] if argv is None else argv)
     commits = sorted({r["machine"]["commit"] for r in records})
+    machines = Counter(f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in records)
+    nodes = sorted({r["node"]["hostname"] for r in records if r.get("node")})
+    at_a_time = sorted({str(r["machine"].get("jobs", "?")) for r in records})
     lines = [
         "# ClippedPPO vs Stable-Baselines3 PPO",
         "",
         f"Report: `{command}`. Each run's exact command is in its record, `<sweep>/_runs/<algo>__<env>__seed<n>.json`.",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine.get('jobs', '?')} run(s) in parallel per sweep, "
-        f"1 torch thread per run; Python {machine['python']}; code commit(s) of the runs: {', '.join(commits)}.",
+        "Machines: "
+        + ", ".join(f"{name}: {n} runs" for name, n in machines.items())
+        + (f" (nodes: {', '.join(nodes)})" if nodes else "")
+        + f"; {' or '.join(at_a_time)} run(s) at a time per sweep, 1 torch thread per run; Python {machine['python']}; "
+        f"code commit(s) of the runs: {', '.join(commits)}.",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".",
         "",
         "Evaluation: deterministic policy, every 20k steps on 10 episodes (unless a run's command says otherwise); "
-        "'final' is the last evaluation. Curves: mean over seeds, shaded 95% Student-t interval. IQM and probability "
-        f"of improvement: rliable, stratified bootstrap with {BOOTSTRAP_REPS} resamples. Wall-clock time includes the "
-        "periodic evaluations and was measured while other runs shared the machine's 2 cores.",
+        "'final' is the last evaluation. Curves: mean over seeds, shaded standard error (the RL Zoo's `all_plots`). "
+        f"IQM and probability of improvement: rliable, stratified bootstrap with {args.bootstrap_reps} resamples. Wall-clock "
+        "time includes the periodic evaluations; it depends on the machine and on what else ran on it at the time.",
         "",
     ]
+    main_dirs = [(d, str(d)) for d, label in args.runs if label is None]
+    option_dirs = [(d, label) for d, label in args.runs if label is not None]
+    algos = sorted({r["algo"] for by_algo in grouped.values() for k, runs in by_algo.items() if "[" not in k for r in runs})
+    envs = [env_folder(env) for env in grouped]
+    zoo_table = zoo_curves(main_dirs, algos, envs, args.out, "") if main_dirs else ""
+    if option_dirs:
+        zoo_curves(main_dirs + option_dirs, ["clippedppo"], envs, args.out, "options_")
     numbers: dict[str, Any] = {"command": command, "machine": machine, "envs": {}}
     for env, by_algo in grouped.items():
         main_rows = {k: v for k, v in by_algo.items() if "[" not in k}
@@ -364,7 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if main_rows:
             pairs = [("clippedppo", other) for other in main_rows if other != "clippedppo"]
             section, numbers["envs"][env] = env_section(
-                env, main_rows, pairs, thresholds.get(env, []), args.out, env_folder(env)
+                env, main_rows, pairs, thresholds.get(env, []), args.out, env_folder(env), args.bootstrap_reps
             )
             lines += [f"## {env} ({', '.join(f'{s / 1e6:g}M' for s in steps)} steps)", "", *section]
             estimates = numbers["envs"][env]
@@ -380,7 +405,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             rows = {**({"clippedppo": by_algo["clippedppo"]} if "clippedppo" in by_algo else {}), **option_rows}
             pairs = [(option, "clippedppo") for option in option_rows]
             stem = f"options_{env_folder(env)}"
-            section, numbers["envs"][f"{env} options"] = env_section(env, rows, pairs, thresholds.get(env, []), args.out, stem)
+            section, numbers["envs"][f"{env} options"] = env_section(
+                env, rows, pairs, thresholds.get(env, []), args.out, stem, args.bootstrap_reps
+            )
             lines += [f"## {env}: ClippedPPO's options against plain ClippedPPO", "", *section]
             option_numbers = numbers["envs"][f"{env} options"]
             option_numbers["verdicts"], option_numbers["rank_test_p"] = {}, {}
@@ -402,13 +429,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     option_numbers["rank_test_p"][option], option_numbers["verdicts"][option] = p_value, verdict
                     lines.append(f"- {label_of(option)}: {verdict}")
             lines.append("")
-    main_dirs = [d for d, label in args.runs if label is None]
     if main_dirs:
-        algos = sorted(
-            {r["algo"] for by_algo in grouped.values() for k, runs in by_algo.items() if "[" not in k for r in runs}
-        )
-        lines += ["## RL Zoo `all_plots` results table (cross-check: final return, mean +- standard error)", ""]
-        lines += [zoo_results_table(main_dirs[0], [env_folder(env) for env in grouped], algos, args.out), ""]
+        lines += ["## RL Zoo `all_plots` results table (cross-check: final return, mean +- standard error)", "", zoo_table, ""]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     (args.out / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print("\n".join(lines))

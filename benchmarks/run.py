@@ -1,24 +1,27 @@
-"""Benchmark sweep: train every algorithm x environment x seed through the RL Zoo, in parallel, resumably.
+"""Benchmark sweep on Ray: every algorithm x environment x seed is one RL Zoo training run, on this machine or a cluster.
 
-Every run is ``python -m rl_zoo3.train`` with the same hyperparameter file for ClippedPPO and SB3's PPO (by default
+Each run is ``python -m rl_zoo3.train`` with the same hyperparameter file for ClippedPPO and SB3's PPO (by default
 ``benchmarks/hyperparams.yml``: HalfCheetah-v4 with the RL Zoo's PPO values, walker-walk with the walker seed's
-settings), so both get the same wrappers, normalization, evaluation and logging. Runs land where the Zoo puts them,
-``OUT/<algo>/<env>_<n>/`` (``evaluations.npz``, ``0.monitor.csv``, ``<env>/config.yml``, ...), and the runner keeps
-a record per run in ``OUT/_runs/<algo>__<env>__seed<seed>.json`` (command, run folder, status, wall-clock time,
-steps per second, machine).
+settings), so both get the same wrappers, normalization, evaluation and logging. A run is a Ray task that reserves
+one CPU and trains into a scratch folder of its own on whichever node Ray picks; it sends the run's outputs back (the
+Zoo's run folder without model zips unless ``--keep-models``, and the log), so no shared filesystem is needed. The
+driver writes them where the Zoo would, ``OUT/<algo>/<env>_<n>/``, with a record per run in
+``OUT/_runs/<algo>__<env>__seed<seed>.json`` (command, status, wall-clock time, steps per second, the node and the
+machine it ran on) and its log in ``OUT/_logs/``.
 
-Re-running the same command skips finished runs, so an interrupted sweep resumes. Nothing finished is ever
-overwritten: the Zoo numbers each new run folder, and the folder of an interrupted run is moved to
-``OUT/_interrupted/`` before the run starts again. A run still training in another sweep process on the same machine
-(its record's process is alive) is skipped, not restarted.
+Without ``--address``, Ray starts on this machine with ``--jobs`` CPUs; ``--address auto`` or ``--address HOST:PORT``
+uses a running cluster (``--jobs`` then caps the runs in flight). Re-running skips finished runs. A failing run, or
+one whose worker dies, is retried by Ray (``--retries``), then recorded as failed with its log; a later sweep tries it
+again, after moving the earlier attempt's record and log to ``OUT/_interrupted/``.
 
 Example (the committed sweep; about 17 minutes per 1M-step run per core)::
 
-    python -m benchmarks.run --algos clippedppo ppo --envs HalfCheetah-v4 --seeds 0 1 2 3 4 --jobs 2 \
+    python -m benchmarks.run --algos clippedppo ppo --envs HalfCheetah-v4 --seeds 0 1 2 3 4 --jobs 2 \\
         --out benchmarks/results/sweep
 """
 
 import argparse
+import fcntl
 import gzip
 import json
 import os
@@ -26,11 +29,11 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -41,6 +44,8 @@ DEFAULT_ENVS = ("HalfCheetah-v4", "dm_control/walker-walk-v0")
 SHARED_HYPERPARAMS = ROOT / "benchmarks" / "hyperparams.yml"
 # Algorithms whose hyperparameters come from the shared file; others (e.g. trpo) use the Zoo's own file.
 SHARED_CONFIG_ALGOS = ("clippedppo", "ppo")
+# This package goes to the workers through Ray (not the committed results).
+RUNTIME_ENV = {"py_modules": [str(ROOT / "benchmarks")], "excludes": ["results/", "__pycache__/"]}
 
 
 def env_folder(env_id: str) -> str:
@@ -50,188 +55,254 @@ def env_folder(env_id: str) -> str:
 
 @dataclass(frozen=True)
 class Job:
+    """One training run: algorithm, environment, seed, the sweep folder it belongs to and its Zoo overrides."""
+
     algo: str
     env: str
     seed: int
+    out: Path
+    hyperparams: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return f"{self.algo}__{env_folder(self.env)}__seed{self.seed}"
 
+    @property
+    def record_path(self) -> Path:
+        return self.out / "_runs" / f"{self.name}.json"
 
-class Sweep:
-    """Runs jobs with ``rl_zoo3.train`` and keeps their records in ``out/_runs``."""
+    def record(self) -> dict[str, Any] | None:
+        return json.loads(self.record_path.read_text()) if self.record_path.exists() else None
 
-    def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.out: Path = args.out
-        self.records = self.out / "_runs"
-        self.logs = self.out / "_logs"
-        self.start_locks: dict[tuple[str, str], threading.Lock] = {}
-        self.lock = threading.Lock()
-
-    def record_path(self, job: Job) -> Path:
-        return self.records / f"{job.name}.json"
-
-    def read_record(self, job: Job) -> dict | None:
-        path = self.record_path(job)
-        return json.loads(path.read_text()) if path.exists() else None
-
-    def write_record(self, job: Job, record: dict) -> None:
-        path = self.record_path(job)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(path)
-
-    def running_elsewhere(self, job: Job) -> dict | None:
-        """The job's record when it says "running" and names a live training process on this machine, else None."""
-        record = self.read_record(job)
-        if not record or record.get("status") != "running" or record.get("host") != socket.gethostname():
-            return None
-        pid = record.get("pid")
-        if not isinstance(pid, int):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return record
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        # Where /proc exists, make sure the pid was not reused by an unrelated process
-        return record if not cmdline.exists() or b"rl_zoo3.train" in cmdline.read_bytes() else None
-
-    def is_finished(self, job: Job) -> bool:
-        record = self.read_record(job)
+    def is_finished(self) -> bool:
+        record = self.record()
         return bool(record and record.get("status") == "finished" and (self.out / record["run_dir"]).is_dir())
 
-    def run_dirs(self, job: Job) -> list[Path]:
-        """The Zoo folders of this algorithm and environment that belong to this seed."""
-        found = []
-        for run_dir in sorted((self.out / job.algo).glob(f"{env_folder(job.env)}_*")):
-            args_file = run_dir / env_folder(job.env) / "args.yml"
-            if args_file.exists():
-                saved = dict(yaml.load(args_file.read_text(), Loader=yaml.UnsafeLoader))
-                if saved.get("seed") == job.seed and saved.get("env") == job.env:
-                    found.append(run_dir)
-        return found
+    def zoo_args(self, args: argparse.Namespace) -> list[str]:
+        """
+        The Zoo's arguments of this run, without ``-f`` and ``-conf`` (they depend on where it runs).
 
-    def command(self, job: Job) -> list[str]:
-        args = self.args
-        command = [
-            sys.executable, "-m", "rl_zoo3.train",
-            "--algo", job.algo, "--env", job.env, "--seed", str(job.seed),
-            "-f", str(self.out), "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
-            "--num-threads", "1", "--log-interval", str(args.log_interval), "--device", "cpu",
-        ]  # fmt: skip
-        if job.algo in SHARED_CONFIG_ALGOS:
-            command += ["-conf", os.path.relpath(args.conf)]
-        if job.env.startswith("dm_control/"):
-            command += ["--gym-packages", "shimmy"]
+        :param args: the sweep's options (evaluation, steps, logging).
+        """
+        zoo_args = ["--algo", self.algo, "--env", self.env, "--seed", str(self.seed), "--eval-freq", str(args.eval_freq),
+                    "--eval-episodes", str(args.eval_episodes), "--num-threads", "1", "--log-interval",
+                    str(args.log_interval), "--device", "cpu"]  # fmt: skip
+        if self.env.startswith("dm_control/"):
+            zoo_args += ["--gym-packages", "shimmy"]
         if args.n_timesteps:
-            command += ["-n", str(args.n_timesteps)]
-        if args.hyperparams:
-            command += ["--hyperparams", *args.hyperparams]
-        return command
+            zoo_args += ["-n", str(args.n_timesteps)]
+        if self.hyperparams:
+            zoo_args += ["--hyperparams", *self.hyperparams]
+        return zoo_args
 
-    def move_interrupted(self, job: Job) -> None:
-        for run_dir in self.run_dirs(job):
-            target = self.out / "_interrupted" / job.algo / f"{run_dir.name}_{int(time.time())}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(run_dir), str(target))
-            print(f"[{job.name}] moved the interrupted run {run_dir} to {target}", flush=True)
+    def command(self, args: argparse.Namespace) -> str:
+        """
+        The equivalent command on this machine, from the repository root (what the record keeps).
 
-    def run(self, job: Job) -> dict:
-        if self.is_finished(job):
-            print(f"[{job.name}] finished already: skipped", flush=True)
-            return self.read_record(job)  # type: ignore[return-value]
-        running = self.running_elsewhere(job)
-        if running is not None:
-            print(f"[{job.name}] running in another process (pid {running['pid']}): skipped", flush=True)
-            return running
-        command = self.command(job)
-        log_path = self.logs / f"{job.name}.log"
+        :param args: the sweep's options.
+        """
+        conf = ["-conf", os.path.relpath(args.conf)] if self.algo in SHARED_CONFIG_ALGOS else []
+        return " ".join(["python", "-m", "rl_zoo3.train", *self.zoo_args(args), "-f", str(self.out), *conf])
+
+
+class RunFailed(Exception):
+    """A training run that exited with an error; carries its gzipped log and node, so that the driver keeps them."""
+
+    def __init__(self, message: str, log: bytes, node: dict[str, str]):
+        super().__init__(message)
+        self.log, self.node = log, node
+
+    def __reduce__(self):
+        return RunFailed, (self.args[0], self.log, self.node)
+
+
+def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) -> dict[str, Any]:
+    """
+    The Ray task: one ``rl_zoo3.train`` run in a scratch folder of this node, with one torch thread.
+
+    :param zoo_args: the Zoo's arguments, without ``-f`` and ``-conf``.
+    :param conf: ``(file name, text)`` of the hyperparameter file for ``-conf``, or None for the Zoo's default file.
+    :param keep_models: also return the model zips.
+    :return: ``files`` (path in the Zoo's run folder -> content), ``log`` (gzipped output), ``started`` (epoch
+        seconds), ``wall_clock_s``, ``node`` (hostname, IP, Ray node id) and ``machine`` (:func:`machine_info`).
+    :raises RunFailed: when the training exits with an error (Ray retries the task).
+    """
+    import ray
+
+    node = {"hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id()}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="zoo-run-") as scratch:
+        command = [sys.executable, "-m", "rl_zoo3.train", *zoo_args, "-f", os.path.join(scratch, "logs")]
+        if conf is not None:
+            Path(scratch, conf[0]).write_text(conf[1])
+            command += ["-conf", os.path.join(scratch, conf[0])]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-        with self.lock:
-            start_lock = self.start_locks.setdefault((job.algo, job.env), threading.Lock())
-        # One start at a time per algorithm and environment: the Zoo numbers a new run folder from the existing ones.
-        with start_lock:
-            self.move_interrupted(job)
-            before = set((self.out / job.algo).glob(f"{env_folder(job.env)}_*"))
-            started = time.time()
-            log = open(log_path, "w")  # noqa: SIM115 (closed below, after the process ends)
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-            run_dir = None
-            while run_dir is None and process.poll() is None:
-                new = [d for d in (self.out / job.algo).glob(f"{env_folder(job.env)}_*") if d not in before]
-                run_dir = next((d for d in new if (d / env_folder(job.env) / "args.yml").exists()), None)
-                time.sleep(0.2)
-            record = {
-                "algo": job.algo,
-                "env": job.env,
-                "seed": job.seed,
-                "command": " ".join(["python", *command[1:]]),
-                "run_dir": str(run_dir.relative_to(self.out)) if run_dir else None,
-                "status": "running",
-                "host": socket.gethostname(),
-                "pid": process.pid,
-                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            }
-            self.write_record(job, record)
-            print(f"[{job.name}] started: {record['run_dir']}", flush=True)
-        returncode = process.wait()
-        log.close()
+        started = time.time()
+        result = subprocess.run(command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wall = time.time() - started
-        with open(log_path, "rb") as f_in, gzip.open(log_path.with_suffix(".log.gz"), "wb") as f_out:
-            shutil.copyfileobj(f_in, f_out)
-        log_path.unlink()
-        if run_dir is None:
-            run_dir = next(iter(self.run_dirs(job)), None)
-            record["run_dir"] = str(run_dir.relative_to(self.out)) if run_dir else None
-        steps = self.final_timesteps(job, run_dir)
+        log = gzip.compress(result.stdout)
+        run_dirs = list(Path(scratch, "logs").glob("*/*_1"))
+        if result.returncode != 0 or len(run_dirs) != 1:
+            raise RunFailed(f"rl_zoo3.train exited with {result.returncode} on {node['hostname']}", log, node)
+        files = {str(path.relative_to(run_dirs[0])): path.read_bytes() for path in sorted(run_dirs[0].rglob("*"))
+                 if path.is_file() and (keep_models or path.suffix != ".zip")}  # fmt: skip
+    return {"files": files, "log": log, "started": started, "wall_clock_s": wall, "node": node, "machine": machine_info()}
+
+
+def final_timesteps(run_dir: Path, env: str) -> int:
+    """
+    Training steps of a run: ``-n`` if given, else ``n_timesteps`` of its saved config.
+
+    :param run_dir: the Zoo's run folder.
+    :param env: its environment id.
+    """
+    params = run_dir / env_folder(env)
+    saved_args = dict(yaml.load((params / "args.yml").read_text(), Loader=yaml.UnsafeLoader))
+    if saved_args.get("n_timesteps", -1) > 0:
+        return int(saved_args["n_timesteps"])
+    config = dict(yaml.load((params / "config.yml").read_text(), Loader=yaml.UnsafeLoader))
+    return int(float(config["n_timesteps"]))
+
+
+def set_aside(job: Job) -> None:
+    """
+    Move an unfinished earlier attempt (record, log, run folder) to ``OUT/_interrupted/``: nothing is overwritten.
+
+    :param job: the run about to start again.
+    """
+    record = job.record()
+    if record is None:
+        return
+    target = job.out / "_interrupted" / f"{job.name}_{int(time.time())}"
+    target.mkdir(parents=True)
+    for name in (f"_runs/{job.name}.json", record.get("log"), record.get("run_dir")):
+        if name and (job.out / name).exists():
+            shutil.move(str(job.out / name), str(target / Path(name).name))
+    print(f"[{job.name}] earlier attempt ({record.get('status')}) moved to {target}", flush=True)
+
+
+def write_outputs(job: Job, args: argparse.Namespace, outcome: dict[str, Any] | Exception, jobs: int) -> dict:
+    """
+    Write a run's outputs in the Zoo's layout (finished runs) and its record and log; returns the record.
+
+    :param job: the run.
+    :param args: the sweep's options (for the command in the record).
+    :param outcome: what :func:`train` returned, or the error that ended the run (after Ray's retries).
+    :param jobs: runs at a time in this sweep (for the record).
+    """
+    from rl_zoo3.utils import get_latest_run_id
+
+    record: dict[str, Any] = {"algo": job.algo, "env": job.env, "seed": job.seed, "command": job.command(args)}
+    log_path = job.out / "_logs" / f"{job.name}.log.gz"
+    if isinstance(outcome, Exception):
+        log = getattr(outcome, "log", None) or gzip.compress(str(outcome).encode())
+        record.update(status="failed", run_dir=None, error=str(outcome).strip().splitlines()[-1][:500],
+                      node=getattr(outcome, "node", None))  # fmt: skip
+    else:
+        log = outcome["log"]
+        algo_dir = job.out / job.algo
+        run_dir = algo_dir / f"{env_folder(job.env)}_{get_latest_run_id(str(algo_dir), env_folder(job.env)) + 1}"
+        partial = algo_dir / f".{run_dir.name}.partial"  # renamed when complete: a run folder is never half-written
+        for name, content in outcome["files"].items():
+            (partial / name).parent.mkdir(parents=True, exist_ok=True)
+            (partial / name).write_bytes(content)
+        partial.rename(run_dir)
+        steps = final_timesteps(run_dir, job.env)
         record.update(
-            status="finished" if returncode == 0 and run_dir is not None else "failed",
-            returncode=returncode,
-            wall_clock_s=wall,
-            timesteps=steps,
-            steps_per_s=steps / wall if steps else None,
-            log=str(log_path.with_suffix(".log.gz").relative_to(self.out)),
-            machine=self.machine,
-        )
-        self.write_record(job, record)
-        print(f"[{job.name}] {record['status']} in {wall / 60:.1f} min ({record['steps_per_s'] or 0:.0f} steps/s)", flush=True)
-        return record
-
-    @staticmethod
-    def final_timesteps(job: Job, run_dir: Path | None) -> int | None:
-        """Training steps of a run: ``-n`` if given, else ``n_timesteps`` of its saved config."""
-        if run_dir is None:
-            return None
-        params = run_dir / env_folder(job.env)
-        saved_args = dict(yaml.load((params / "args.yml").read_text(), Loader=yaml.UnsafeLoader))
-        if saved_args.get("n_timesteps", -1) > 0:
-            return int(saved_args["n_timesteps"])
-        config_file = params / "config.yml"
-        if not config_file.exists():
-            return None
-        return int(float(dict(yaml.load(config_file.read_text(), Loader=yaml.UnsafeLoader))["n_timesteps"]))
-
-    def run_all(self, jobs: list[Job]) -> list[dict]:
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.records.mkdir(exist_ok=True)
-        self.logs.mkdir(exist_ok=True)
-        self.machine = {**machine_info(), "torch_threads": 1, "jobs": self.args.jobs}
-        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
-            return list(pool.map(self.run, jobs))
+            status="finished", run_dir=str(run_dir.relative_to(job.out)), node=outcome["node"],
+            started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome["started"])), returncode=0,
+            wall_clock_s=outcome["wall_clock_s"], timesteps=steps, steps_per_s=steps / outcome["wall_clock_s"],
+            machine={**outcome["machine"], "torch_threads": 1, "jobs": jobs},
+        )  # fmt: skip
+    log_path.write_bytes(log)
+    record["log"] = str(log_path.relative_to(job.out))
+    tmp = job.record_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(job.record_path)
+    return record
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
+    """
+    Run the unfinished jobs as Ray tasks and write their outputs; returns the records of all jobs, in order.
+
+    :param jobs: the runs of the sweep (finished ones are skipped).
+    :param args: the parsed options of :func:`parser` (address, jobs, retries, evaluation, hyperparameter file, ...).
+    """
+    import ray
+    from tqdm import tqdm
+
+    todo = [job for job in jobs if not job.is_finished()]
+    for job in jobs:
+        if job not in todo:
+            print(f"[{job.name}] finished already: skipped", flush=True)
+        elif args.dry_run:
+            print(f"[{job.name}] would run: {job.command(args)}", flush=True)
+    if args.dry_run or not todo:
+        return [record for record in (job.record() for job in jobs if job not in todo) if record]
+    locks = []
+    for out in sorted({job.out for job in todo}):
+        (out / "_runs").mkdir(parents=True, exist_ok=True)
+        (out / "_logs").mkdir(exist_ok=True)
+        locks.append(open(out / "_runs" / ".lock", "w"))  # noqa: SIM115 (held until the sweep ends)
+        try:
+            fcntl.flock(locks[-1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another sweep is writing to {out}; wait for it, or use another --out") from None
+    for job in todo:
+        set_aside(job)
+    conf = (args.conf.name, args.conf.read_text())
+    if args.address:
+        ray.init(address=args.address, runtime_env=RUNTIME_ENV, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=args.jobs or os.cpu_count(), runtime_env=RUNTIME_ENV, logging_level="WARNING",
+                 include_dashboard=False)  # fmt: skip
+    try:
+        cap = args.jobs or len(todo)
+        parallel = min(cap, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(train).options(num_cpus=1, max_retries=args.retries, retry_exceptions=[RunFailed])
+        queue, pending, failed = list(todo), {}, 0
+        with tqdm(total=len(todo), unit="run", desc=f"sweep ({parallel} at a time)", dynamic_ncols=True) as bar:
+            while queue or pending:
+                while queue and len(pending) < cap:
+                    job = queue.pop(0)
+                    job_conf = conf if job.algo in SHARED_CONFIG_ALGOS else None
+                    pending[task.remote(job.zoo_args(args), job_conf, args.keep_models)] = job
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                job = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except (RunFailed, ray.exceptions.RayError) as error:
+                    outcome = getattr(error, "cause", None) or error  # Ray wraps the task's exception
+                record = write_outputs(job, args, outcome, parallel)
+                failed += record["status"] == "failed"
+                where = (record.get("node") or {}).get("hostname", "unknown node")
+                bar.write(f"[{job.name}] {record['status']} on {where}: {record.get('run_dir') or record['error']}")
+                bar.set_postfix(failed=failed)
+                bar.update(1)
+    finally:
+        ray.shutdown()
+        for lock in locks:
+            lock.close()
+    return [job.record() for job in jobs]  # type: ignore[misc]
+
+
+def parser(algos: bool = True) -> argparse.ArgumentParser:
+    """
+    The sweep's command-line options (shared with :mod:`benchmarks.options`).
+
+    :param algos: with the ``--algos`` option.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--algos", nargs="+", default=["clippedppo", "ppo"], help="RL Zoo algorithm names")
+    if algos:
+        parser.add_argument("--algos", nargs="+", default=["clippedppo", "ppo"], help="RL Zoo algorithm names")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (one torch thread each)")
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (the Zoo's log folder)")
+    parser.add_argument("--address", help="a running Ray cluster ('auto' or HOST:PORT); default: start Ray here")
+    parser.add_argument("--jobs", type=int, help="runs at a time (default: this machine's cores, or all the cluster's)")
+    parser.add_argument("--retries", type=int, default=2, help="Ray's retries of a failed run before it counts as failed")
+    parser.add_argument("--keep-models", action="store_true", help="also bring back the model zips")
     parser.add_argument(
         "--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo"
     )
@@ -241,27 +312,45 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--log-interval", type=int, default=20, help="iterations between logger dumps")
     parser.add_argument("--hyperparams", nargs="+", default=[], help="extra Zoo overrides, key:value")
     parser.add_argument("--dry-run", action="store_true", help="print the commands and what would be skipped")
-    args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error("--jobs must be >= 1")
-    # Interleave algorithms so that a partial sweep still compares them on the same seeds.
-    jobs = [Job(algo, env, seed) for env in args.envs for seed in args.seeds for algo in args.algos]
-    sweep = Sweep(args)
-    if args.dry_run:
-        for job in jobs:
-            status = "run"
-            if sweep.is_finished(job):
-                status = "skip (finished)"
-            elif sweep.running_elsewhere(job) is not None:
-                status = "skip (running)"
-            print(f"{status:16s} {' '.join(sweep.command(job))}")
-        return []
-    records = sweep.run_all(jobs)
-    failed = [r for r in records if r["status"] not in ("finished", "running")]
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """
+    Reject bad values with a message that names the option (``parser.error``: exit status 2).
+
+    :param parser: the parser of :func:`parser`.
+    :param args: what it parsed.
+    """
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, not {args.jobs}")
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, not {args.retries}")
+    if not args.conf.is_file():
+        parser.error(f"--conf {args.conf}: no such file")
+
+
+def exit_if_failed(records: list[dict]) -> list[dict]:
+    """
+    The records, after exiting with status 1 (and saying where the logs are) when a run failed.
+
+    :param records: the sweep's records.
+    """
+    failed = [r for r in records if r["status"] != "finished"]
     if failed:
-        print(f"{len(failed)} run(s) failed; see their logs in {args.out / '_logs'}", file=sys.stderr)
+        print(f"{len(failed)} run(s) failed: {', '.join(r['log'] for r in failed)} (in their sweep folders)", file=sys.stderr)
         raise SystemExit(1)
     return records
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    sweep_parser = parser()
+    args = sweep_parser.parse_args(argv)
+    check_args(sweep_parser, args)
+    # Interleave algorithms so that a partial sweep still compares them on the same seeds.
+    jobs = [Job(algo, env, seed, args.out, tuple(args.hyperparams)) for env in args.envs for seed in args.seeds
+            for algo in args.algos]  # fmt: skip
+    return exit_if_failed(run_jobs(jobs, args))
 
 
 if __name__ == "__main__":

@@ -1,132 +1,134 @@
-"""The benchmark runner, report builder and throughput benchmark on tiny settings."""
+"""The benchmark sweep on a local Ray, the report builder and the throughput benchmark, on tiny settings."""
 
+import gzip
 import json
-import subprocess
-import sys
+import os
+import signal
+import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks import report, run, throughput
+from benchmarks import options, report, run, scaling, throughput
 from benchmarks.common import HYPERPARAMS_YML, zoo_hyperparams
-
-SWEEP_ARGS = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1", "--n-timesteps", "1024",
-              "--eval-freq", "256", "--eval-episodes", "2", "--hyperparams", "n_envs:2", "batch_size:64",
-              "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
+from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
+    """The tiny sweep on a Ray that the runner starts on this machine (no address)."""
     out = tmp_path_factory.mktemp("sweep")
-    records = run.main([*SWEEP_ARGS, "--jobs", "2", "--out", str(out)])
-    return out, records
+    process = sweep_command([*SWEEP_ARGS, "--jobs", "2", "--out", str(out)])
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-5000:]
+    return out, records_of(out), output
 
 
-def test_sweep_runs_every_combination_in_zoo_layout(sweep):
-    out, records = sweep
-    assert sorted((r["algo"], r["seed"]) for r in records) == [("clippedppo", 0), ("clippedppo", 1), ("ppo", 0), ("ppo", 1)]
-    for record in records:
-        assert record["status"] == "finished" and record["timesteps"] == 1024
-        assert record["wall_clock_s"] > 0 and record["steps_per_s"] > 0
-        run_dir = out / record["run_dir"]
-        assert run_dir.parent.name == record["algo"] and run_dir.name.startswith("CartPole-v1_")
-        assert (run_dir / "evaluations.npz").exists() and (run_dir / "0.monitor.csv").exists()
-        assert (run_dir / "CartPole-v1" / "config.yml").exists()
-        assert "-conf" in record["command"] and "--num-threads 1" in record["command"]
-    # Each seed has its own folder: parallel starts did not collide
-    assert len({r["run_dir"] for r in records}) == 4
+def test_local_sweep_runs_every_combination_in_zoo_layout(sweep):
+    out, records, output = sweep
+    check_zoo_layout(out, records)
+    assert {r["node"]["hostname"] for r in records.values()} == {socket.gethostname()}
+    assert "4/4" in output and "sweep (2 at a time)" in output  # the progress bar
 
 
-def test_rerun_skips_finished_runs(sweep, capsys):
-    out, records = sweep
-    before = {p: p.stat().st_mtime for p in out.rglob("evaluations.npz")}
-    again = run.main([*SWEEP_ARGS, "--jobs", "2", "--out", str(out)])
-    assert [r["run_dir"] for r in again] == [r["run_dir"] for r in records]
-    assert "finished already: skipped" in capsys.readouterr().out
-    assert {p: p.stat().st_mtime for p in out.rglob("evaluations.npz")} == before
+def test_rerun_skips_finished_runs(sweep):
+    out, records, _ = sweep
+    before = {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()}
+    process = sweep_command([*SWEEP_ARGS, "--jobs", "2", "--out", str(out)])
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output
+    assert output.count("finished already: skipped") == 4 and "sweep (" not in output  # Ray was not even started
+    assert {p: p.stat().st_mtime for p in out.rglob("*") if p.is_file()} == before
+    assert records_of(out) == records
 
 
-def test_interrupted_run_is_moved_aside_not_overwritten(tmp_path):
+def test_failing_runs_are_retried_then_recorded_with_their_log(tmp_path):
+    # PPO has no vf_learning_rate: its run fails every time. ClippedPPO's first attempt is killed: Ray runs it again.
     out = tmp_path / "sweep"
-    args = ["--algos", "clippedppo", "--envs", "CartPole-v1", "--seeds", "3", "--n-timesteps", "512", "--eval-freq", "-1",
-            "--hyperparams", "n_envs:2", "batch_size:64", "--out", str(out), "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
-    first = run.main(args)[0]
-    # Pretend the run was interrupted: its record says "running"
-    record_file = out / "_runs" / "clippedppo__CartPole-v1__seed3.json"
-    record = json.loads(record_file.read_text())
-    record["status"] = "running"
-    record_file.write_text(json.dumps(record))
-    marker = out / first["run_dir"] / "marker.txt"
-    marker.write_text("partial output")
-    second = run.main(args)[0]
-    assert second["status"] == "finished"
-    moved = list((out / "_interrupted" / "clippedppo").glob("CartPole-v1_*/marker.txt"))
-    assert len(moved) == 1 and moved[0].read_text() == "partial output"
+    args = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "91", "--n-timesteps", "1024",
+            "--eval-freq", "-1", "--hyperparams", "n_envs:2", "batch_size:64", "vf_learning_rate:1e-3", "--retries", "1",
+            "--jobs", "2", "--conf", str(HYPERPARAMS_YML), "--out", str(out)]  # fmt: skip
+    process = sweep_command(args)
+    killed = None
+    deadline = time.time() + 300
+    while killed is None and process.poll() is None and time.time() < deadline:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes()
+            except OSError:
+                continue
+            if b"rl_zoo3.train\0--algo\0clippedppo" in text and b"--seed\x0091\0" in text:
+                killed = int(cmdline.parent.name)
+                os.kill(killed, signal.SIGKILL)
+                break
+        time.sleep(0.05)
+    output, _ = process.communicate(timeout=600)
+    assert killed is not None, output[-3000:]
+    assert process.returncode == 1 and "1 run(s) failed" in output, output[-3000:]
+    records = records_of(out)
+    assert records["clippedppo__CartPole-v1__seed91"]["status"] == "finished"
+    failed = records["ppo__CartPole-v1__seed91"]
+    assert failed["status"] == "failed" and failed["run_dir"] is None and "exited with 1" in failed["error"]
+    log = gzip.decompress((out / failed["log"]).read_bytes()).decode()
+    assert "unexpected keyword argument 'vf_learning_rate'" in log
+    assert not (out / "ppo").exists()  # a failed run leaves no run folder for the plots to pick up
+    # Running the sweep again tries the failed run once more; the earlier attempt's record and log are kept aside
+    again = sweep_command([*args, "--retries", "0", "--jobs", "1"])
+    output, _ = again.communicate(timeout=600)
+    assert again.returncode == 1 and "clippedppo__CartPole-v1__seed91] finished already" in output
+    [kept] = (out / "_interrupted").glob("ppo__CartPole-v1__seed91_*")
+    assert json.loads((kept / "ppo__CartPole-v1__seed91.json").read_text()) == failed
+    assert (kept / "ppo__CartPole-v1__seed91.log.gz").exists()
 
 
-def test_run_training_in_another_process_is_skipped(tmp_path, capsys):
-    out = tmp_path / "sweep"
-    args = ["--algos", "clippedppo", "--envs", "CartPole-v1", "--seeds", "4", "--n-timesteps", "512", "--eval-freq", "-1",
-            "--hyperparams", "n_envs:2", "batch_size:64", "--out", str(out), "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
-    first = run.main(args)[0]
-    assert first["status"] == "finished" and isinstance(first["pid"], int)
-    record_file = out / "_runs" / "clippedppo__CartPole-v1__seed4.json"
-    # A record of a live training process (a stand-in named like one) on this machine: left alone
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "rl_zoo3.train"])
-    try:
-        record = {**first, "status": "running", "pid": live.pid}
-        record_file.write_text(json.dumps(record))
-        second = run.main(args)[0]
-        assert second == record and "running in another process" in capsys.readouterr().out
-        assert (out / first["run_dir"]).is_dir() and not (out / "_interrupted").exists()
-    finally:
-        live.kill()
-        live.wait()
-    # Once that process is gone, the run counts as interrupted: moved aside and trained again
-    third = run.main(args)[0]
-    assert third["status"] == "finished" and (out / "_interrupted" / "clippedppo").is_dir()
+def test_bad_arguments_are_rejected(tmp_path, capsys):
+    for bad, message in ((["--jobs", "0"], "--jobs must be >= 1"), (["--retries", "-1"], "--retries must be >= 0"),
+                         (["--conf", str(tmp_path / "none.yml")], "--conf")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            run.main(["--out", str(tmp_path), *bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        options.main(["--out", str(tmp_path), "--envs", "CartPole-v1"])
+    assert "--envs CartPole-v1" in capsys.readouterr().err
 
 
 def test_dry_run_lists_commands(sweep, capsys):
-    out, _ = sweep
-    run.main([*SWEEP_ARGS, "--out", str(out), "--dry-run", "--seeds", "0", "7"])
+    out, _, _ = sweep
+    assert len(run.main([*SWEEP_ARGS, "--out", str(out), "--dry-run", "--seeds", "0", "7"])) == 2
     lines = capsys.readouterr().out.splitlines()
-    assert sum(line.startswith("skip (finished)") for line in lines) == 2
-    assert sum(line.startswith("run ") for line in lines) == 2
+    assert sum(line.endswith("finished already: skipped") for line in lines) == 2
+    assert sum("would run: python -m rl_zoo3.train" in line and "--seed 7" in line for line in lines) == 2
+
+
+def test_options_sweep_is_one_sweep_with_the_overrides(tmp_path, capsys):
+    options.main(["--out", str(tmp_path), "--dry-run", "--seeds", "0", "--options", "kl_penalty", "vf_lr"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "would run" in line]
+    assert len(lines) == 4  # 2 options x 2 environments x 1 seed
+    assert sum(f"-f {tmp_path / 'kl_penalty'}" in line and "policy_objective:'kl_penalty'" in line for line in lines) == 2
 
 
 def test_report_from_tiny_sweep(sweep, tmp_path):
-    out, records = sweep
-    numbers = report.main(["--runs", str(out), "--out", str(tmp_path), "--threshold", "CartPole-v1=20,500"])
-    for name in ("report.md", "report.json", "curves_CartPole-v1.png", "rliable_CartPole-v1.png"):
-        assert (tmp_path / name).stat().st_size > 0, name
-    env = numbers["envs"]["CartPole-v1"]
-    for algo in ("clippedppo", "ppo"):
-        runs = sorted((r for r in records if r["algo"] == algo), key=lambda r: r["seed"])
-        finals = [float(np.load(out / r["run_dir"] / "evaluations.npz")["results"][-1].mean()) for r in runs]
-        assert env["final_returns"][algo] == pytest.approx(finals)
-        low, high = env["iqm_ci"][algo]
-        assert low <= env["iqm"][algo] <= high
-    assert 0.0 <= env["probability_of_improvement"]["clippedppo,ppo"] <= 1.0
-    text = (tmp_path / "report.md").read_text()
+    out, records, _ = sweep
+    text = check_report(out, records, tmp_path)
     with pytest.raises(SystemExit):  # an existing report is kept unless --overwrite
         report.main(["--runs", str(out), "--out", str(tmp_path)])
     assert (tmp_path / "report.md").read_text() == text
-    assert "| ClippedPPO | 2 |" in text and "steps to 500 (median)" in text and "cores" in text
 
 
 def test_report_option_rows_are_compared_with_plain_clippedppo(sweep, tmp_path):
-    out, _ = sweep
+    out, _, _ = sweep
     # The same runs labelled as an option: the option section compares them with the unlabelled ClippedPPO rows
-    numbers = report.main(["--runs", str(out), "--runs", f"{out}=same", "--out", str(tmp_path)])
+    numbers = report.main(["--runs", str(out), "--runs", f"{out}=same", "--out", str(tmp_path), "--bootstrap-reps", "2000"])
     options = numbers["envs"]["CartPole-v1 options"]
     assert set(options["final_returns"]) == {"clippedppo", "clippedppo[same]"}
     assert options["final_returns"]["clippedppo"] == options["final_returns"]["clippedppo[same]"]
     assert options["probability_of_improvement"]["clippedppo[same],clippedppo"] == pytest.approx(0.5)
     text = (tmp_path / "report.md").read_text()
     assert "## CartPole-v1: ClippedPPO's options against plain ClippedPPO" in text and "ClippedPPO + same" in text
-    assert (tmp_path / "curves_options_CartPole-v1.png").exists()
+    for figure in ("curves", "wall_clock", "rliable", "improvement"):
+        assert (tmp_path / f"{figure}_options_CartPole-v1.png").stat().st_size > 0, figure
     # Identical runs: P = 0.5 exactly, and the report says that the option's runs equal the plain ones
     assert options["verdicts"]["clippedppo[same]"].startswith("no difference: every run equals")
     assert "- ClippedPPO + same: no difference" in text
@@ -146,14 +148,29 @@ def test_option_verdict_rule():
     assert report.rank_test_p_value(np.array([6.0, 7, 8]), np.array([1.0, 2, 3, 4, 5])) == pytest.approx(2 / 56)
 
 
-def test_steps_to_reach_and_interval():
+def test_steps_to_reach():
     fake = {"eval_steps": np.array([10, 20, 30]), "returns": np.array([1.0, 5.0, 3.0])}
     assert report.steps_to_reach(fake, 4.0) == 20 and report.steps_to_reach(fake, 9.0) is None
-    mean, half = report.mean_and_interval(np.array([[0.0, 1.0], [2.0, 3.0]]))
-    np.testing.assert_allclose(mean, [1.0, 2.0])
-    np.testing.assert_allclose(half, 12.706 * np.sqrt(2) / np.sqrt(2), rtol=1e-3)  # t(0.975, 1) * std / sqrt(n)
     assert report.fmt_steps([10_000, None, 30_000]) == "30k (2/3 seeds)"
     assert report.fmt_steps([10_000, None, None]) == "not reached (1/3 seeds)"
+
+
+def test_makespan_of_the_committed_runs():
+    # Greedy list scheduling: 3 on one worker; 2 then 2 on the other; the last 1 on the first, free at 3
+    assert scaling.makespan([3.0, 2.0, 2.0, 1.0], 2) == 4.0 and scaling.makespan([3.0, 2.0, 2.0, 1.0], 1) == 8.0
+    results = ROOT / "benchmarks" / "results"
+    sweeps = [results / "sweep", *sorted((results / "options").iterdir())]
+    table = scaling.main([str(s) for s in sweeps])
+    durations = [json.loads(p.read_text())["wall_clock_s"] for s in sweeps for p in (s / "_runs").glob("*.json")]
+    rows = {
+        int(line.split("|")[1]): line.split("|")[2:] for line in table.splitlines() if line.startswith("| ") and "h |" in line
+    }
+    assert float(rows[1][0].split()[0]) == pytest.approx(sum(durations) / 3600, abs=0.005)
+    assert float(rows[64][0].split()[0]) == pytest.approx(max(durations) / 3600, abs=0.005)  # more workers than runs
+    assert [float(rows[w][0].split()[0]) for w in (1, 4, 16, 64)] == sorted(
+        (float(r[0].split()[0]) for r in rows.values()), reverse=True
+    )
+    assert "evaluating" in table
 
 
 def test_throughput_smoke(tmp_path):
@@ -175,9 +192,15 @@ def test_throughput_smoke(tmp_path):
 
 def test_zoo_hyperparams_reads_the_shipped_block():
     kwargs, normalize = zoo_hyperparams("HalfCheetah-v4")
-    assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20
+    assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20 and kwargs["learning_rate"] == 2.0633e-05
     assert kwargs["policy_kwargs"]["net_arch"] == dict(pi=[256, 256], vf=[256, 256])
-    assert "n_timesteps" not in kwargs and "normalize" not in kwargs
+    assert "n_timesteps" not in kwargs and "normalize" not in kwargs and "policy" not in kwargs
+    # The Zoo's loader: "lin_0.001" is a linear schedule of the remaining progress, as `rl_zoo3.train` makes it
+    kwargs, normalize = zoo_hyperparams("CartPole-v1")
+    assert not normalize and kwargs["learning_rate"](1.0) == pytest.approx(1e-3)
+    assert kwargs["learning_rate"](0.25) == pytest.approx(2.5e-4) and kwargs["clip_range"](0.5) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="Nope-v0"):
+        zoo_hyperparams("Nope-v0")
 
 
 def test_halfcheetah_acceptance_script_refuses_to_overwrite(tmp_path):
