@@ -222,15 +222,30 @@ class DiagGaussian(Distribution):
         return th.randn((*shape, int(np.prod(action_space.shape))), device=device)  # type: ignore[arg-type]
 
 
-class Categorical(Distribution):
+class LogitsDistribution(Distribution, ABC):
+    """A distribution whose parameters are one tensor of logits, shape ``(B, n)``, ``n = action_space.n``."""
+
+    def __init__(self, logits: th.Tensor):
+        self.logits = logits
+
+    def params(self) -> th.Tensor:
+        return self.logits
+
+    @classmethod
+    def from_params(cls: type[SelfDistribution], params: th.Tensor, action_space: spaces.Space) -> SelfDistribution:
+        return cls(params)  # type: ignore[call-arg]
+
+    @staticmethod
+    def param_dim(action_space: spaces.Space) -> int:
+        return int(action_space.n)  # type: ignore[attr-defined]
+
+
+class Categorical(LogitsDistribution):
     """
     Categorical distributions over ``Discrete(n)`` actions; actions are indices of shape ``(B,)``, int64.
 
     :param logits: unnormalized log-probabilities, shape ``(B, n)``.
     """
-
-    def __init__(self, logits: th.Tensor):
-        self.logits = logits
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         return categorical_log_prob(self.logits, actions.reshape(-1))
@@ -249,17 +264,6 @@ class Categorical(Distribution):
     def kl(self, other: Distribution) -> th.Tensor:
         self._check_same_kind(other)
         return categorical_kl(self.logits, other.logits)
-
-    def params(self) -> th.Tensor:
-        return self.logits
-
-    @classmethod
-    def from_params(cls, params: th.Tensor, action_space: spaces.Space) -> "Categorical":
-        return cls(params)
-
-    @staticmethod
-    def param_dim(action_space: spaces.Space) -> int:
-        return int(action_space.n)  # type: ignore[attr-defined]
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
@@ -315,7 +319,7 @@ class MultiCategorical(Distribution):
         return gumbel_noise((*shape, MultiCategorical.param_dim(action_space)), device)
 
 
-class Bernoulli(Distribution):
+class Bernoulli(LogitsDistribution):
     r"""
     Independent Bernoulli distributions over ``MultiBinary(n)`` actions; actions are 0.0 or 1.0, shape ``(B, n)``, float32.
     With :math:`p = \sigma(l)` for logits :math:`l`: :math:`\log p = -\text{softplus}(-l)`,
@@ -323,9 +327,6 @@ class Bernoulli(Distribution):
 
     :param logits: log-odds of a 1, shape ``(B, n)``.
     """
-
-    def __init__(self, logits: th.Tensor):
-        self.logits = logits
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         actions = actions.reshape(self.logits.shape).to(self.logits.dtype)
@@ -354,17 +355,6 @@ class Bernoulli(Distribution):
         log_ratio_1 = softplus(-other.logits) - softplus(-self.logits)
         log_ratio_0 = softplus(other.logits) - softplus(self.logits)
         return (p * log_ratio_1 + (1.0 - p) * log_ratio_0).sum(dim=-1)
-
-    def params(self) -> th.Tensor:
-        return self.logits
-
-    @classmethod
-    def from_params(cls, params: th.Tensor, action_space: spaces.Space) -> "Bernoulli":
-        return cls(params)
-
-    @staticmethod
-    def param_dim(action_space: spaces.Space) -> int:
-        return int(action_space.n)  # type: ignore[attr-defined]
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
