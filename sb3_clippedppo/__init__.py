@@ -6,7 +6,7 @@ Stable-Baselines3 (such as the RL Zoo registration hook) stays cheap.
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ActorCriticCnnPolicy",

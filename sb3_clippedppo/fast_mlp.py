@@ -84,7 +84,7 @@ def _tanh_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Mod
 
 
 def _relu_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
-    return grad * (h > 0)
+    return grad * th.sign(h)  # h = relu(z) >= 0: sign(h) is 1 where z > 0, else 0 (a float mask: no bool promotion)
 
 
 def _leaky_relu_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
