@@ -43,3 +43,13 @@ def check_schedule(name: str, value: Any, allow_none: bool = False) -> None:
         raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
     if not value > 0:
         raise ValueError(f"{name} must be > 0{' (use None to disable it)' if allow_none else ''}, got {value}")
+
+
+def check_coefficient(name: str, value: Any) -> None:
+    """A number >= 0, or a schedule (callable of the progress remaining) whose initial value is a number >= 0."""
+    initial = value(1.0) if callable(value) else value
+    if not is_number(initial):
+        kind = type(initial).__name__
+        raise TypeError(f"{name} must be a number >= 0 or a schedule returning one, got {initial!r} ({kind})")
+    if not initial >= 0:
+        raise ValueError(f"{name} must be >= 0{' (at progress 1)' if callable(value) else ''}, got {initial}")

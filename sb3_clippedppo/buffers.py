@@ -230,6 +230,11 @@ class RolloutBuffer:
         self.advantages = np.zeros(shape, dtype=np.float32)
         self.returns = np.zeros(shape, dtype=np.float32)
         self.pos = 0
+        # Steps where a time limit cut the episode: (step, env) pairs, their terminal observations, and the values
+        # gamma * V(terminal observation) currently added to their rewards
+        self.truncations: list[tuple[int, int]] = []
+        self.terminal_observations: Observations | None = None
+        self.terminal_values = np.zeros(0, dtype=np.float32)
 
     @property
     def size(self) -> int:
@@ -244,6 +249,36 @@ class RolloutBuffer:
     def reset(self) -> None:
         """Start a new rollout; the arrays are overwritten in place."""
         self.pos = 0
+        self.set_truncations([])
+
+    def set_truncations(self, truncations: list[tuple[int, int, Any]]) -> None:
+        """
+        Record the steps at which a time limit cut an episode (not a termination), with the terminal observation that
+        the environment returned (``info["terminal_observation"]``), for :meth:`bootstrap_truncations`.
+
+        :param truncations: ``(step, env, terminal observation)`` triples.
+        """
+        self.truncations = [(step, env) for step, env, _ in truncations]
+        observations = [obs for _, _, obs in truncations]
+        if not observations:
+            self.terminal_observations = None
+        elif isinstance(observations[0], dict):
+            self.terminal_observations = {key: np.stack([obs[key] for obs in observations]) for key in observations[0]}
+        else:
+            self.terminal_observations = np.stack(observations)
+        self.terminal_values = np.zeros(len(observations), dtype=np.float32)
+
+    def bootstrap_truncations(self, terminal_values: np.ndarray) -> None:
+        """
+        Bootstrap each truncated step with the value of its terminal observation: its reward becomes the environment's
+        reward plus ``gamma * terminal_value`` (as Stable-Baselines3 does), replacing an earlier bootstrap.
+
+        :param terminal_values: ``V(terminal observation)`` for each truncation, in the order of :meth:`set_truncations`.
+        """
+        terminal_values = np.asarray(terminal_values, dtype=np.float32).reshape(-1)
+        for (step, env), new, old in zip(self.truncations, terminal_values, self.terminal_values, strict=True):
+            self.rewards[step, env] += self.gamma * (new - old)
+        self.terminal_values = terminal_values
 
     def add(
         self,

@@ -27,7 +27,7 @@ from stable_baselines3.common.utils import FloatSchedule, explained_variance, ob
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_clippedppo import fast_mlp
-from sb3_clippedppo.arguments import check_int, check_real, check_schedule, is_number
+from sb3_clippedppo.arguments import check_coefficient, check_int, check_real, check_schedule, is_number
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations, with_feature_axis
 from sb3_clippedppo.distributions import DiagGaussian
 from sb3_clippedppo.losses import LossTerms, normalize_advantages, ppo_loss
@@ -132,7 +132,8 @@ class ClippedPPO(OnPolicyAlgorithm):
     :param clip_range_vf: clipping parameter for the value function (> 0), a schedule, or None (no clipping).
         This clipping depends on the scale of the rewards.
     :param normalize_advantage: whether to normalize advantages per minibatch (zero mean, unit std).
-    :param ent_coef: entropy bonus coefficient, >= 0.
+    :param ent_coef: entropy bonus coefficient, >= 0, or a schedule of the progress remaining (1 to 0), as
+        ``learning_rate`` (logged as ``train/ent_coef`` then).
     :param vf_coef: value loss coefficient, >= 0.
     :param max_grad_norm: maximum global L2 norm of the gradient, > 0.
     :param use_sde: must be False (gSDE is not supported).
@@ -172,6 +173,10 @@ class ClippedPPO(OnPolicyAlgorithm):
         Both paths compute the same update (to float32 rounding). Attribute :attr:`uses_fast_path` tells which one
         runs. With the fast path, the optimizer holds one flat tensor per parameter group (``"actor"``, ``"critic"``)
         whose views are the policy's parameters (:class:`~sb3_clippedppo.fast_mlp.FlatParameters`).
+    :param recompute_advantages: recompute the values ``V(s_t)`` (and the terminal observations' values that bootstrap
+        truncated episodes), then the advantages and returns, with the current critic at the start of every epoch but
+        the first (as Tianshou's PPO ``recompute_advantage``); the value clipping of ``clip_range_vf`` is then relative
+        to the values of the epoch's start. Logged as ``train/advantage_recomputes``.
     :raises TypeError: for unsupported spaces, policies or arguments of the wrong type.
     :raises ValueError: for arguments out of range.
     """
@@ -199,7 +204,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         clip_range: float | Schedule = 0.2,
         clip_range_vf: float | Schedule | None = None,
         normalize_advantage: bool = True,
-        ent_coef: float = 0.0,
+        ent_coef: float | Schedule = 0.0,
         vf_coef: float = 0.5,
         max_grad_norm: float = 0.5,
         use_sde: bool = False,
@@ -222,6 +227,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         kl_adaptive_lr: bool = False,
         kl_adaptive_lr_bounds: tuple[float, float] = (1e-5, 1e-2),
         fast_path: bool | str = "auto",
+        recompute_advantages: bool = False,
     ):
         if use_sde:
             raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO")
@@ -244,7 +250,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         check_real("gae_lambda", gae_lambda, 0.0, 1.0)
         check_schedule("clip_range", clip_range)
         check_schedule("clip_range_vf", clip_range_vf, allow_none=True)
-        check_real("ent_coef", ent_coef, 0.0)
+        check_coefficient("ent_coef", ent_coef)
         check_real("vf_coef", vf_coef, 0.0)
         check_real("max_grad_norm", max_grad_norm, 0.0, low_open=True)
         if target_kl is not None:
@@ -334,6 +340,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.kl_adaptive_lr_bounds = tuple(kl_adaptive_lr_bounds)
         self.lr_scale = 1.0  # factor on the scheduled learning rates (adapted under kl_adaptive_lr)
         self.fast_path = fast_path
+        self.recompute_advantages = bool(recompute_advantages)
         if _init_setup_model:
             self._setup_model()
 
@@ -405,6 +412,7 @@ class ClippedPPO(OnPolicyAlgorithm):
             distribution_dim=self.policy.distribution_class.param_dim(self.action_space) if keeps_distributions else 0,  # type: ignore[union-attr]
         )
         self.vf_lr_schedule = None if self.vf_learning_rate is None else FloatSchedule(self.vf_learning_rate)
+        self.ent_coef_schedule = FloatSchedule(self.ent_coef)
         self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             self.clip_range_vf = FloatSchedule(self.clip_range_vf)
@@ -530,18 +538,12 @@ class ClippedPPO(OnPolicyAlgorithm):
 
         if self._fast is not None:
             self._fast.evaluate_rollout(rollout_buffer, self._EVALUATION_CHUNK)
+        rollout_buffer.set_truncations(truncated_steps)
         with th.no_grad():
             last_values = self.policy.predict_values(self._as_tensor(new_obs)).flatten().cpu().numpy()
             if truncated_steps:
-                terminal_obs = [obs for _, _, obs in truncated_steps]
-                stacked = (
-                    {key: np.stack([obs[key] for obs in terminal_obs]) for key in terminal_obs[0]}
-                    if isinstance(terminal_obs[0], dict)
-                    else np.stack(terminal_obs)
-                )
-                terminal_values = self.policy.predict_values(self._as_tensor(stacked)).flatten().cpu().numpy()
-                for (step, idx, _), terminal_value in zip(truncated_steps, terminal_values, strict=True):
-                    rollout_buffer.rewards[step, idx] += self.gamma * terminal_value
+                terminal_values = self.policy.predict_values(self._as_tensor(rollout_buffer.terminal_observations))
+                rollout_buffer.bootstrap_truncations(terminal_values.flatten().cpu().numpy())
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
 
         callback.update_locals(locals())
@@ -602,14 +604,17 @@ class ClippedPPO(OnPolicyAlgorithm):
         self._update_learning_rates(self.policy.optimizer)
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+        ent_coef = self.ent_coef_schedule(self._current_progress_remaining)
 
         # Per-minibatch statistics, kept as tensors until the update ends (no device synchronization per step)
         stats: dict[str, list[th.Tensor]] = defaultdict(list)
         early_stop_epoch, gradient_steps = -1, 0
         for epoch in range(self.n_epochs):
+            if self.recompute_advantages and epoch > 0:
+                self._recompute_advantages()
             approx_kl_divs: list[th.Tensor] = []  # of this epoch, as SB3 logs them
             for batch_index, batch in enumerate(self.rollout_buffer.minibatches(self.batch_size)):
-                terms = self._minibatch_loss(batch, clip_range, clip_range_vf)
+                terms = self._minibatch_loss(batch, clip_range, clip_range_vf, ent_coef)
                 with th.no_grad():
                     # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
                     approx_kl = ((terms.ratio - 1) - terms.log_ratio).mean()
@@ -635,19 +640,45 @@ class ClippedPPO(OnPolicyAlgorithm):
             if early_stop_epoch >= 0:
                 break
         stats["approx_kl"] = approx_kl_divs
+        if isinstance(self.policy, ActorCriticPolicy):  # normalize_observations: statistics from this update's rollout
+            self.policy.update_observation_statistics(self.rollout_buffer.flat_observations())
+        if self.recompute_advantages:
+            self.logger.record("train/advantage_recomputes", epoch)
+        if callable(self.ent_coef):
+            self.logger.record("train/ent_coef", ent_coef)
         self._after_update(stats, last_loss, clip_range, clip_range_vf, early_stop_epoch, gradient_steps)
 
-    def _minibatch_loss(self, batch: RolloutBatch, clip_range: float, clip_range_vf: float | None) -> LossTerms:
+    @th.no_grad()
+    def _recompute_advantages(self) -> None:
+        """
+        ``recompute_advantages``: the rollout's values ``V(s_t)``, the value of the observation after its last step and
+        those of the terminal observations of truncated episodes, with the current critic; then GAE again.
+        """
+        buffer = self.rollout_buffer
+        observations = buffer.flat_observations()
+        values = buffer.values.reshape(-1)
+        for start in range(0, buffer.size, self._EVALUATION_CHUNK):
+            chunk = map_observations(lambda x, s=start: x[s : s + self._EVALUATION_CHUNK], observations)
+            values[start : start + self._EVALUATION_CHUNK] = self.policy.predict_values(chunk).flatten().cpu().numpy()
+        if buffer.truncations:
+            terminal_values = self.policy.predict_values(self._as_tensor(buffer.terminal_observations))
+            buffer.bootstrap_truncations(terminal_values.flatten().cpu().numpy())
+        last_values = self.policy.predict_values(self._as_tensor(self._last_obs)).flatten().cpu().numpy()
+        buffer.compute_returns_and_advantage(last_values=last_values, dones=self._last_episode_starts)
+
+    def _minibatch_loss(
+        self, batch: RolloutBatch, clip_range: float, clip_range_vf: float | None, ent_coef: float
+    ) -> LossTerms:
         """The loss terms of one minibatch (advantages normalized per minibatch if ``normalize_advantage``)."""
         advantages = batch.advantages
         if self.normalize_advantage and len(advantages) > 1:
             advantages = normalize_advantages(advantages)
         if self._fast is not None:
             return self._fast.loss(
-                batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef, self.policy_objective, self.kl_coef
+                batch, advantages, clip_range, clip_range_vf, ent_coef, self.vf_coef, self.policy_objective, self.kl_coef
             )
         return ppo_loss(
-            self.policy, batch, advantages, clip_range, clip_range_vf, self.ent_coef, self.vf_coef,
+            self.policy, batch, advantages, clip_range, clip_range_vf, ent_coef, self.vf_coef,
             policy_objective=self.policy_objective, kl_coef=self.kl_coef,
         )  # fmt: skip
 

@@ -60,6 +60,7 @@ from sb3_clippedppo.distributions import (
     gaussian_log_prob,
 )
 from sb3_clippedppo.losses import LossTerms, clipped_surrogate_loss, value_loss_fn
+from sb3_clippedppo.normalization import CLIP, NormalizingExtractor
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
 # Optimizers whose update of each element depends only on that element's gradient and state: for them, one flat
@@ -213,7 +214,9 @@ def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
     if policy.distribution_class not in (DiagGaussian, Categorical) or policy.state_dependent_std:
         return "only Box actions with a state-independent log_std, and Discrete actions, have closed-form gradients"
     extractors = {policy.pi_features_extractor, policy.vf_features_extractor}
-    if any(type(extractor) is not FlattenExtractor for extractor in extractors):
+    # normalize_observations wraps the extractor; the fast path applies the same normalization itself
+    inner = [extractor.extractor if type(extractor) is NormalizingExtractor else extractor for extractor in extractors]
+    if any(type(extractor) is not FlattenExtractor for extractor in inner):
         return "the features extractor is not FlattenExtractor"
     space = policy.observation_space
     if not isinstance(space, spaces.Box) or (policy.normalize_images and is_image_space(space)):
@@ -393,6 +396,7 @@ class ClosedFormLoss:
         self.actor_layers = mlp_layers(policy.mlp_extractor.policy_net, policy.action_net)
         self.critic_layers = mlp_layers(policy.mlp_extractor.value_net, policy.value_net)
         self.discrete = policy.distribution_class is Categorical
+        self.normalizer = policy.obs_normalizer
         self._saved: dict[str, Any] | None = None
 
     @th.no_grad()
@@ -413,7 +417,10 @@ class ClosedFormLoss:
 
         :return: the loss terms.
         """
-        x = batch.observations.to(dtype=th.float32).reshape(len(batch.actions), -1)  # type: ignore[union-attr]
+        x = batch.observations.to(dtype=th.float32)  # type: ignore[union-attr]
+        if self.normalizer is not None:
+            x = self.normalizer(x)
+        x = x.reshape(len(batch.actions), -1)
         output, actor_trace = mlp_forward(self.actor_layers, x)  # type: ignore[arg-type]
         values, critic_trace = mlp_forward(self.critic_layers, x)  # type: ignore[arg-type]
         values = values.squeeze(-1)
@@ -542,15 +549,24 @@ class FastMlp:
         ``policy.draw_noise(n_steps, n_envs)``, on the CPU) to raw actions: ``(n_envs, k)`` float32
         (``mean + std * noise``) or ``(n_envs,)`` int64 (``argmax(logits + noise)``).
         """
-        actor = NumpyMLP(self.closed_form.actor_layers)  # type: ignore[arg-type]
+        mlp = NumpyMLP(self.closed_form.actor_layers)  # type: ignore[arg-type]
         obs_dim, noise_array = self.obs_dim, noise.numpy()
+        if self.closed_form.normalizer is None:
+
+            def actor(obs: np.ndarray) -> np.ndarray:
+                return mlp(np.asarray(obs, np.float32).reshape(-1, obs_dim))
+
+        else:  # normalize_observations, with the statistics of this rollout
+            mean, inv_std = (a.reshape(-1) for a in self.closed_form.normalizer.stats[0].numpy_parameters())
+
+            def actor(obs: np.ndarray) -> np.ndarray:
+                x = (np.asarray(obs, np.float32).reshape(-1, obs_dim) - mean) * inv_std
+                return mlp(np.clip(x, -CLIP, CLIP, out=x))
 
         if self.closed_form.discrete:
-            return lambda obs, step: np.argmax(
-                actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + noise_array[step], axis=-1
-            )
+            return lambda obs, step: np.argmax(actor(obs) + noise_array[step], axis=-1)
         std = np.exp(self.policy.log_std.detach().cpu().numpy())
-        return lambda obs, step: actor(np.asarray(obs, np.float32).reshape(-1, obs_dim)) + std * noise_array[step]
+        return lambda obs, step: actor(obs) + std * noise_array[step]
 
     @th.no_grad()
     def evaluate_rollout(self, buffer: RolloutBuffer, chunk_size: int = 256) -> None:

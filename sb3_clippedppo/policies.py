@@ -21,6 +21,7 @@ from torch import nn
 
 from sb3_clippedppo.buffers import with_feature_axis
 from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian, Distribution, distribution_class
+from sb3_clippedppo.normalization import NormalizingExtractor, ObservationNormalizer
 
 # Methods of SB3's ActorCriticPolicy that :meth:`ActorCriticPolicy.forward_distribution` stands in for: a subclass
 # that overrides one of them is trained through them (as any SB3 policy), see :func:`uses_forward_distribution`.
@@ -108,6 +109,8 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         unless ``optimizer_kwargs`` sets ``fused`` or ``foreach``, see :func:`optimizer_arguments`).
     :param optimizer_kwargs: optimizer arguments other than the learning rate.
     :param state_dependent_std: the actor outputs the log standard deviation per state (``Box`` actions only).
+    :param normalize_observations: normalize vector observations with running statistics kept in the policy (saved
+        with it; updated by ClippedPPO after each update, frozen for ``predict``): see :mod:`sb3_clippedppo.normalization`.
     :raises ValueError: for gSDE, ``squash_output``, ``state_dependent_std`` without ``Box`` actions, layer sizes below 1.
     :raises TypeError: for an unsupported action space, or a ``net_arch`` or ``activation_fn`` of the wrong type.
     """
@@ -134,6 +137,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         state_dependent_std: bool = False,
+        normalize_observations: bool = False,
     ):
         if use_sde:
             raise ValueError(
@@ -150,6 +154,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
                 f"state_dependent_std=True needs a Box action space (it sets a Gaussian's std), got {action_space}"
             )
         self.state_dependent_std = bool(state_dependent_std)
+        self.normalize_observations = bool(normalize_observations)
         super().__init__(
             observation_space,
             action_space,
@@ -165,6 +170,24 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """SB3's feature extractor, behind the observation normalization when ``normalize_observations``."""
+        extractor = super().make_features_extractor()
+        if not self.normalize_observations:
+            self.obs_normalizer = None
+            return extractor
+        if getattr(self, "obs_normalizer", None) is None:
+            self.obs_normalizer = ObservationNormalizer(self.observation_space)  # one, shared by actor and critic
+        return NormalizingExtractor(extractor, self.obs_normalizer)  # type: ignore[arg-type]
+
+    def update_observation_statistics(self, observations: PyTorchObs) -> None:
+        """
+        With ``normalize_observations``: add a batch of observations (as the rollout buffer stores them, a tensor
+        ``(N, *obs_shape)`` or a dict of them) to the running statistics; otherwise nothing.
+        """
+        if self.obs_normalizer is not None:
+            self.obs_normalizer.update(observations)
 
     def _build(self, lr_schedule: Schedule) -> None:
         """
@@ -268,7 +291,11 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         data = super()._get_constructor_parameters()
         for gsde_only in ("use_sde", "squash_output", "full_std", "use_expln"):
             data.pop(gsde_only, None)
-        data.update(state_dependent_std=self.state_dependent_std, share_features_extractor=self.share_features_extractor)
+        data.update(
+            state_dependent_std=self.state_dependent_std,
+            normalize_observations=self.normalize_observations,
+            share_features_extractor=self.share_features_extractor,
+        )
         return data
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]

@@ -45,12 +45,20 @@ def hyperparams_path() -> Path:
     raise FileNotFoundError(f"{HYPERPARAMS_FILE} is neither in {package_dir / 'hyperparams'} nor in the source tree")
 
 
+def linear_schedule(initial_value: float) -> Any:
+    """The RL Zoo's linear schedule (``lin_<value>`` in its yml files): ``initial_value * progress_remaining``."""
+    from rl_zoo3.utils import SimpleLinearSchedule
+
+    return SimpleLinearSchedule(float(initial_value))
+
+
 def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     """
     Turn raw Optuna parameters (as stored in a study) into ClippedPPO keyword arguments.
 
     :param sampled_params: values named as in :func:`sample_clippedppo_params` (``n_steps_pow``, ``one_minus_gamma``,
-        ``net_arch`` as ``"tiny"``/``"small"``/``"medium"``, ``activation_fn`` as ``"tanh"``/``"relu"``, ...).
+        ``net_arch`` as ``"tiny"``/``"small"``/``"medium"``, ``activation_fn`` as ``"tanh"``/``"relu"``,
+        ``ent_coef_schedule`` as ``"constant"``/``"linear"``, ...).
     :return: keyword arguments for :class:`~sb3_clippedppo.ClippedPPO`.
     """
     from torch import nn
@@ -68,16 +76,18 @@ def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
         policy_kwargs["net_arch"] = NET_ARCHS[params.pop("net_arch")]
     if "activation_fn" in params:
         policy_kwargs["activation_fn"] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[params.pop("activation_fn")]
-    for name in ("log_std_init", "ortho_init", "state_dependent_std"):
+    for name in ("log_std_init", "ortho_init", "state_dependent_std", "normalize_observations"):
         if name in params:
             policy_kwargs[name] = params.pop(name)
+    if params.pop("ent_coef_schedule", "constant") == "linear" and "ent_coef" in params:
+        hyperparams["ent_coef"] = linear_schedule(params.pop("ent_coef"))
     vf_lr_multiplier = params.pop("vf_lr_multiplier", 1)
     if vf_lr_multiplier != 1 and "learning_rate" in params:
         hyperparams["vf_learning_rate"] = params["learning_rate"] * vf_lr_multiplier
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl, policy_objective, kl_coef,
-    # kl_target, kl_adaptive_lr
+    # kl_target, kl_adaptive_lr, recompute_advantages
     hyperparams.update(params)
     return hyperparams
 
@@ -87,8 +97,8 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
     Optuna sampler for ``python -m rl_zoo3.train --algo clippedppo --optimize``: the ranges of the Zoo's PPO
     sampler, plus ``target_kl``, ``vf_coef``, ``log_std_init``, ``ortho_init`` and ClippedPPO's own options: a
     value learning rate (1, 3 or 10 times ``learning_rate``), the policy objective (clip, or PPO-Penalty with its
-    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` (Box actions) and, with a ``target_kl``,
-    ``kl_adaptive_lr``.
+    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` (Box actions), with a ``target_kl`` ``kl_adaptive_lr``,
+    ``ent_coef`` constant or decaying linearly to 0, ``recompute_advantages`` and ``normalize_observations``.
     A ``batch_size`` larger than the rollout (``n_steps * n_envs``) is reduced to it.
 
     :param trial: the Optuna trial.
@@ -116,6 +126,9 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
         "vf_lr_multiplier": trial.suggest_categorical("vf_lr_multiplier", [1, 3, 10]),
         "policy_objective": trial.suggest_categorical("policy_objective", ["clip", "kl_penalty"]),
+        "ent_coef_schedule": trial.suggest_categorical("ent_coef_schedule", ["constant", "linear"]),
+        "recompute_advantages": trial.suggest_categorical("recompute_advantages", [False, True]),
+        "normalize_observations": trial.suggest_categorical("normalize_observations", [False, True]),
     }
     if n_actions > 0:  # the Zoo passes the size of a Box action space, and 0 for other spaces
         sampled["state_dependent_std"] = trial.suggest_categorical("state_dependent_std", [False, True])
@@ -132,10 +145,24 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
 
 
 def _patch_experiment_manager(experiment_manager: type) -> None:
-    """Make the shipped yml the default ``config`` of ``ExperimentManager`` for ``algo="clippedppo"``."""
+    """
+    For ``algo="clippedppo"``: make the shipped yml the default ``config`` of ``ExperimentManager``, and read
+    ``ent_coef: lin_<value>`` in hyperparameter files as a linear schedule (the Zoo does so for ``learning_rate`` and
+    ``clip_range`` only).
+    """
     original = experiment_manager.__init__  # type: ignore[misc]
     if getattr(original, "sb3_clippedppo_default_config", False):
         return
+    original_preprocess = experiment_manager._preprocess_hyperparams  # type: ignore[attr-defined]
+
+    @functools.wraps(original_preprocess)
+    def _preprocess_hyperparams(self: Any, hyperparams: dict[str, Any]) -> Any:
+        ent_coef = hyperparams.get("ent_coef")
+        if self.algo == ALGO_NAME and isinstance(ent_coef, str) and ent_coef.startswith("lin_"):
+            hyperparams = {**hyperparams, "ent_coef": linear_schedule(float(ent_coef.split("_", 1)[1]))}
+        return original_preprocess(self, hyperparams)
+
+    experiment_manager._preprocess_hyperparams = _preprocess_hyperparams  # type: ignore[attr-defined]
     signature = inspect.signature(original)
 
     @functools.wraps(original)

@@ -4,12 +4,17 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.utils import LinearSchedule
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from sb3_clippedppo import ClippedPPO
+from sb3_clippedppo.buffers import compute_gae
 from sb3_clippedppo.clipped_ppo import adapt_kl_coef, adapt_lr_scale
 from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN
 from sb3_clippedppo.policies import ActorCriticPolicy
+from tests.envs import counter_env
 from tests.helpers import RecordingLogger
 from tests.test_learning import PENDULUM
 
@@ -241,3 +246,152 @@ def test_each_option_learns_pendulum(option, threshold):
     model.learn(200_000)
     mean_return, _ = evaluate_policy(model, make_vec_env("Pendulum-v1", n_envs=1, seed=100), n_eval_episodes=20)
     assert mean_return >= threshold, mean_return
+
+
+# ------------------------------------------------------------------------------------------------ ent_coef schedule
+
+
+def test_ent_coef_schedule_is_applied_logged_and_saved(tmp_path):
+    schedule = LinearSchedule(0.05, 0.0, 1.0)  # 0.05 at the start, 0 at the end
+    model = small_model(ent_coef=schedule, learning_rate=lambda progress: 1e-4 * progress)
+    logger = RecordingLogger(model)
+    model.learn(512)
+    records = logger.train_records()
+    assert len(records) == 2
+    for record in records:
+        # the coefficient of an update is the schedule at that update's progress, as the learning rate's
+        progress = record["train/learning_rate"] / 1e-4
+        assert record["train/ent_coef"] == pytest.approx(0.05 * progress)
+    assert records[0]["train/ent_coef"] > records[1]["train/ent_coef"]
+    model.save(tmp_path / "model")
+    assert ClippedPPO.load(tmp_path / "model").ent_coef(0.5) == pytest.approx(0.025)
+
+
+def test_ent_coef_schedule_equals_the_constant_it_takes():
+    """An update with ent_coef=c and one with a schedule worth c at that point give the same parameters."""
+
+    def params(ent_coef, fast_path):
+        model = small_model(ent_coef=ent_coef, fast_path=fast_path, n_epochs=3)
+        model.learn(256)  # one update, after the one rollout: at progress remaining 0
+        return model.policy.parameters_to_vector()
+
+    for fast_path in (True, False):
+        constant = params(0.05, fast_path)
+        np.testing.assert_allclose(params(lambda progress: 0.05 * (1.0 - progress), fast_path), constant, rtol=0, atol=1e-6)
+        assert np.abs(constant - params(0.0, fast_path)).max() > 1e-5
+
+
+# ------------------------------------------------------------------------------------------------ recompute advantages
+
+
+def test_recompute_advantages_uses_the_current_critic_everywhere():
+    env = DummyVecEnv([counter_env(terminate_at=None, time_limit=7), counter_env(terminate_at=9)])
+    model = ClippedPPO("MlpPolicy", env, n_steps=32, batch_size=32, gamma=0.9, gae_lambda=0.8, seed=0,
+                       recompute_advantages=True)  # fmt: skip
+    _, callback = model._setup_learn(10**4, None)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
+    buffer = model.rollout_buffer
+    assert buffer.truncations  # time-limit truncations, bootstrapped with V(terminal observation)
+    raw_rewards = buffer.rewards.copy()
+    raw_rewards[tuple(np.array(buffer.truncations).T)] -= 0.9 * buffer.terminal_values
+    with th.no_grad():
+        model.policy.value_net.bias += 2.0  # a different critic
+    model._recompute_advantages()
+    with th.no_grad():
+        values = model.policy.predict_values(th.as_tensor(buffer.observations.reshape(64, 1))).numpy().reshape(32, 2)
+        terminal = model.policy.predict_values(th.as_tensor(buffer.terminal_observations)).numpy().ravel()
+        last = model.policy.predict_values(th.as_tensor(model._last_obs)).numpy().ravel()
+    np.testing.assert_allclose(buffer.values, values, rtol=1e-6, atol=1e-6)
+    expected_rewards = raw_rewards.copy()
+    expected_rewards[tuple(np.array(buffer.truncations).T)] += 0.9 * terminal
+    np.testing.assert_allclose(buffer.rewards, expected_rewards, rtol=1e-6, atol=1e-5)
+    dones = model._last_episode_starts
+    advantages, returns = compute_gae(expected_rewards, values, buffer.episode_starts, last, dones, 0.9, 0.8)
+    np.testing.assert_allclose(buffer.advantages, advantages, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(buffer.returns, returns, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_recompute_advantages_runs_before_every_epoch_but_the_first(fast_path, monkeypatch):
+    model = small_model(recompute_advantages=True, n_epochs=4, fast_path=fast_path)
+    calls = []
+    original = model._recompute_advantages
+    monkeypatch.setattr(model, "_recompute_advantages", lambda: calls.append(1) or original())
+    logger = RecordingLogger(model)
+    model.learn(256)
+    assert len(calls) == 3 and logger.train_records()[-1]["train/advantage_recomputes"] == 3
+    # Off by default, and with one epoch it changes nothing
+    assert not small_model().recompute_advantages
+
+    def params(**kwargs):
+        m = small_model(n_epochs=1, **kwargs)
+        m.learn(256)
+        return m.policy.parameters_to_vector()
+
+    np.testing.assert_array_equal(params(recompute_advantages=True), params())
+
+
+# ------------------------------------------------------------------------------------------------ observation normalization
+
+
+class ObservationRecorder(BaseCallback):
+    def __init__(self):
+        super().__init__()
+        self.rollouts = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.rollouts.append(self.model.rollout_buffer.observations.reshape(-1, 3).astype(np.float64).copy())
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+def test_observation_statistics_come_from_the_rollouts_and_normalize_the_input(fast_path, tmp_path):
+    model = small_model(fast_path=fast_path, policy_kwargs=dict(normalize_observations=True))
+    assert model.uses_fast_path is fast_path
+    recorder = ObservationRecorder()
+    model.learn(768, callback=recorder)
+    stats = model.policy.obs_normalizer.stats[0]
+    # After each update, the statistics take in that update's rollout; the last rollout's update came last too
+    seen = np.concatenate(recorder.rollouts)
+    np.testing.assert_allclose(stats.mean.numpy(), seen.mean(axis=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(stats.var.numpy(), seen.var(axis=0), rtol=1e-4, atol=1e-6)
+    # The networks see clip((obs - mean) / sqrt(var + 1e-8), -10, 10)
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32) * 3
+    normalized = np.clip((obs - seen.mean(0)) / np.sqrt(seen.var(0) + 1e-8), -10, 10).astype(np.float32)
+    policy = model.policy
+    with th.no_grad():
+        expected = policy.action_net(policy.mlp_extractor.policy_net(th.as_tensor(normalized))).numpy()
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], np.clip(expected, -2, 2), rtol=1e-5, atol=1e-5)
+    # predict leaves the statistics alone; save/load keeps them, and the loaded model predicts the same
+    before = stats.mean.clone()
+    model.predict(obs * 100)
+    assert th.equal(stats.mean, before)
+    model.save(tmp_path / "model")
+    loaded = ClippedPPO.load(tmp_path / "model")
+    th.testing.assert_close(loaded.policy.obs_normalizer.stats[0].mean, stats.mean)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+
+
+def test_observation_normalization_fast_path_and_autograd_agree():
+    def params(fast_path):
+        model = small_model(fast_path=fast_path, policy_kwargs=dict(normalize_observations=True))
+        model.learn(768)
+        return model.policy.parameters_to_vector()
+
+    np.testing.assert_allclose(params(True), params(False), rtol=0, atol=1e-5)
+
+
+def test_observation_normalization_of_dict_observations_skips_images():
+    from stable_baselines3.common.envs import SimpleMultiObsEnv
+
+    model = ClippedPPO("MultiInputPolicy", SimpleMultiObsEnv(), n_steps=32, batch_size=16, n_epochs=1, seed=0,
+                       policy_kwargs=dict(normalize_observations=True))  # fmt: skip
+    assert model.policy.obs_normalizer.keys == ["vec"]  # "img" is an image: scaled by 1/255, not normalized
+    model.learn(64)
+    assert model.policy.obs_normalizer.stats[0].count > 63
+    from stable_baselines3.common.envs import FakeImageEnv
+
+    with pytest.raises(ValueError, match="normalize_observations=True needs vector observations"):
+        ClippedPPO("CnnPolicy", FakeImageEnv(screen_height=40, screen_width=40), policy_kwargs=dict(normalize_observations=1))

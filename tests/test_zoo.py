@@ -224,10 +224,15 @@ def test_sampler_bounds_batch_size_and_covers_target_kl():
             seen.setdefault(name, set()).add(params.get(name))
         seen.setdefault("state_dependent_std", set()).add(params["policy_kwargs"]["state_dependent_std"])
         seen.setdefault("vf_learning_rate", set()).add("vf_learning_rate" in params)
+        seen.setdefault("recompute_advantages", set()).add(params["recompute_advantages"])
+        seen.setdefault("normalize_observations", set()).add(params["policy_kwargs"]["normalize_observations"])
+        seen.setdefault("ent_coef_schedule", set()).add(callable(params["ent_coef"]))
         study.tell(trial, 0.0)
     assert None in seen["target_kl"] and len(seen["target_kl"]) > 2
     assert seen["policy_objective"] == {"clip", "kl_penalty"} and {True, False} <= seen["kl_adaptive_lr"]
     assert seen["state_dependent_std"] == {False, True} and seen["vf_learning_rate"] == {False, True}
+    for name in ("recompute_advantages", "normalize_observations", "ent_coef_schedule"):
+        assert seen[name] == {False, True}, name
     # Discrete actions (the Zoo passes n_actions=0): never a state-dependent std, which needs a Gaussian
     for _ in range(20):
         trial = study.ask()
@@ -241,3 +246,18 @@ def test_sampler_bounds_batch_size_and_covers_target_kl():
 
 def test_hyperparams_path_points_at_the_shipped_file():
     assert zoo.hyperparams_path().read_text() == SHIPPED_YML.read_text()
+
+
+def test_ent_coef_linear_schedule_in_a_hyperparameter_file(tmp_path):
+    """``ent_coef: lin_0.02`` in a yml is the Zoo's own linear schedule (the Zoo converts only ``learning_rate`` and
+    ``clip_range`` strings by itself); the saved model keeps it."""
+    conf = tmp_path / "conf.yml"
+    conf.write_text("Pendulum-v1:\n  policy: 'MlpPolicy'\n  n_timesteps: 256\n  n_steps: 128\n  ent_coef: lin_0.02\n")
+    check(run(["-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", "Pendulum-v1", "-conf", str(conf),
+               "--eval-freq", "-1"], tmp_path))  # fmt: skip
+    folder = tmp_path / "logs/clippedppo/Pendulum-v1_1"
+    assert dict(yaml.load((folder / "Pendulum-v1/config.yml").read_text(), Loader=yaml.UnsafeLoader))["ent_coef"] == "lin_0.02"
+    from sb3_clippedppo import ClippedPPO
+
+    model = ClippedPPO.load(folder / "Pendulum-v1.zip")
+    assert model.ent_coef(1.0) == pytest.approx(0.02) and model.ent_coef(0.25) == pytest.approx(0.005)
