@@ -58,7 +58,7 @@ def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
 
     :param sampled_params: values named as in :func:`sample_clippedppo_params` (``n_steps_pow``, ``one_minus_gamma``,
         ``net_arch`` as ``"tiny"``/``"small"``/``"medium"``, ``activation_fn`` as ``"tanh"``/``"relu"``,
-        ``ent_coef_schedule`` as ``"constant"``/``"linear"``, ...).
+        ``learning_rate_schedule`` and ``ent_coef_schedule`` as ``"constant"``/``"linear"``, ...).
     :return: keyword arguments for :class:`~sb3_clippedppo.ClippedPPO`.
     """
     from torch import nn
@@ -84,6 +84,10 @@ def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     vf_lr_multiplier = params.pop("vf_lr_multiplier", 1)
     if vf_lr_multiplier != 1 and "learning_rate" in params:
         hyperparams["vf_learning_rate"] = params["learning_rate"] * vf_lr_multiplier
+    if params.pop("learning_rate_schedule", "constant") == "linear" and "learning_rate" in params:
+        hyperparams["learning_rate"] = linear_schedule(params.pop("learning_rate"))
+        if "vf_learning_rate" in hyperparams:
+            hyperparams["vf_learning_rate"] = linear_schedule(hyperparams["vf_learning_rate"])
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl, policy_objective, kl_coef,
@@ -98,7 +102,8 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
     sampler, plus ``target_kl``, ``vf_coef``, ``log_std_init``, ``ortho_init`` and ClippedPPO's own options: a
     value learning rate (1, 3 or 10 times ``learning_rate``), the policy objective (clip, or PPO-Penalty with its
     ``kl_coef`` and ``kl_target``), ``state_dependent_std`` (Box actions), with a ``target_kl`` ``kl_adaptive_lr``,
-    ``ent_coef`` constant or decaying linearly to 0, ``recompute_advantages`` and ``normalize_observations``.
+    ``learning_rate`` and ``ent_coef`` constant or decaying linearly to 0, ``recompute_advantages`` and
+    ``normalize_observations``.
     A ``batch_size`` larger than the rollout (``n_steps * n_envs``) is reduced to it.
 
     :param trial: the Optuna trial.
@@ -126,6 +131,7 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
         "activation_fn": trial.suggest_categorical("activation_fn", ["tanh", "relu"]),
         "vf_lr_multiplier": trial.suggest_categorical("vf_lr_multiplier", [1, 3, 10]),
         "policy_objective": trial.suggest_categorical("policy_objective", ["clip", "kl_penalty"]),
+        "learning_rate_schedule": trial.suggest_categorical("learning_rate_schedule", ["constant", "linear"]),
         "ent_coef_schedule": trial.suggest_categorical("ent_coef_schedule", ["constant", "linear"]),
         "recompute_advantages": trial.suggest_categorical("recompute_advantages", [False, True]),
         "normalize_observations": trial.suggest_categorical("normalize_observations", [False, True]),

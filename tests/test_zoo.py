@@ -227,11 +227,12 @@ def test_sampler_bounds_batch_size_and_covers_target_kl():
         seen.setdefault("recompute_advantages", set()).add(params["recompute_advantages"])
         seen.setdefault("normalize_observations", set()).add(params["policy_kwargs"]["normalize_observations"])
         seen.setdefault("ent_coef_schedule", set()).add(callable(params["ent_coef"]))
+        seen.setdefault("learning_rate_schedule", set()).add(callable(params["learning_rate"]))
         study.tell(trial, 0.0)
     assert None in seen["target_kl"] and len(seen["target_kl"]) > 2
     assert seen["policy_objective"] == {"clip", "kl_penalty"} and {True, False} <= seen["kl_adaptive_lr"]
     assert seen["state_dependent_std"] == {False, True} and seen["vf_learning_rate"] == {False, True}
-    for name in ("recompute_advantages", "normalize_observations", "ent_coef_schedule"):
+    for name in ("recompute_advantages", "normalize_observations", "ent_coef_schedule", "learning_rate_schedule"):
         assert seen[name] == {False, True}, name
     # Discrete actions (the Zoo passes n_actions=0): never a state-dependent std, which needs a Gaussian
     for _ in range(20):
