@@ -1,0 +1,42 @@
+"""benchmarks/search.py: the study is created once with the starting points enqueued; the best trial becomes a block for
+hyperparams/clippedppo.yml that the Zoo reads."""
+
+import pytest
+import yaml
+
+from benchmarks import search
+from sb3_clippedppo import zoo
+
+optuna = pytest.importorskip("optuna")
+
+
+def test_study_is_created_once_with_the_starting_points(tmp_path):
+    storage = str(tmp_path / "study.log")
+    assert search.create_study(storage, "hc", "HalfCheetah-v4") == len(search.LEVERS)
+    assert search.create_study(storage, "hc", "HalfCheetah-v4") == 0  # exists: nothing enqueued twice
+    assert search.create_study(storage, "other", "CartPole-v1") == 0  # no starting points for other environments
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    study = optuna.load_study(storage=backend, study_name="hc")
+    waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == len(search.LEVERS)
+    # An enqueued trial asks the Zoo's sampler for exactly the shipped settings
+    trial = study.ask()
+    params = zoo.sample_clippedppo_params(trial, n_actions=6, n_envs=1, additional_args={})
+    assert params["n_steps"] == 512 and params["batch_size"] == 64 and params["gamma"] == pytest.approx(0.98)
+    assert params["policy_kwargs"]["net_arch"] == dict(pi=[256, 256], vf=[256, 256])
+    assert not params["recompute_advantages"] and not params["policy_kwargs"]["normalize_observations"]
+    study.tell(trial, 1000.0)
+    second = study.ask()
+    params = zoo.sample_clippedppo_params(second, n_actions=6, n_envs=1, additional_args={})
+    assert params["policy_kwargs"]["normalize_observations"]
+    study.tell(second, 2000.0)
+
+    block = search.best_block(storage, "hc")
+    assert block.startswith("# best of study 'hc': trial 1, value 2000.0")
+    entry = yaml.safe_load(block)
+    assert entry["n_steps"] == 512 and entry["learning_rate"] == pytest.approx(2.0633e-05)
+    assert "normalize_observations=True" in entry["policy_kwargs"] and "nn.ReLU" in entry["policy_kwargs"]
+
+    search.dump_trials(storage, "hc", tmp_path / "trials.csv")
+    rows = (tmp_path / "trials.csv").read_text().splitlines()
+    assert rows[0].startswith("number,state,value") and len(rows) == 1 + len(search.LEVERS)
