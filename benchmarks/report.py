@@ -32,6 +32,9 @@ from benchmarks.run import env_folder
 
 # Return thresholds for "steps to reach": the issue's for HalfCheetah-v4; others are informative.
 DEFAULT_THRESHOLDS = {"HalfCheetah-v4": [3000, 5000], "dm_control/walker-walk-v0": [500, 800]}
+# Tuned ClippedPPO (--tuned): the return whose first reaching is timed, and the IQM the tuning aims at
+TIME_TO_RETURN = {"HalfCheetah-v4": 5000.0, "dm_control/walker-walk-v0": 600.0}
+TUNED_TARGETS = {"HalfCheetah-v4": 6000.0, "dm_control/walker-walk-v0": 700.0}
 LABELS = {"clippedppo": "ClippedPPO", "ppo": "SB3 PPO", "trpo": "SB3-Contrib TRPO"}
 BOOTSTRAP_REPS = 20_000
 
@@ -322,6 +325,47 @@ def env_section(
     return lines, numbers
 
 
+def minutes_to_reach(run: dict[str, Any], threshold: float) -> float | None:
+    """Wall-clock minutes (training and evaluations, from the Monitor file) until the first evaluation at ``threshold``."""
+    hits = np.flatnonzero(run["returns"] >= threshold)
+    return float(run["minutes"][hits[0]]) if len(hits) else None
+
+
+def tuned_section(env: str, rows: Runs, numbers: dict[str, Any]) -> list[str]:
+    """
+    Tuned ClippedPPO against SB3 PPO and plain ClippedPPO: whether the IQM reaches the target and the probability of
+    improvement over SB3 PPO has a lower 95% bound above 0.5, and the wall-clock minutes to first reach a return.
+    """
+    lines: list[str] = []
+    iqm, target = numbers["iqm"].get("clippedppo[tuned]"), TUNED_TARGETS.get(env)
+    if iqm is not None and target is not None:
+        verdict = "met" if iqm >= target else f"NOT met (short by {target - iqm:.0f})"
+        lines.append(f"- Target IQM >= {target:.0f}: tuned ClippedPPO's IQM is {iqm:.0f}, {verdict}.")
+    pair = "clippedppo[tuned],ppo"
+    if pair in numbers["probability_of_improvement"]:
+        value = numbers["probability_of_improvement"][pair]
+        low, high = numbers["probability_of_improvement_ci"][pair]
+        verdict = "met" if low > 0.5 else "NOT met"
+        lines.append(
+            f"- Target P(tuned ClippedPPO > SB3 PPO) with a 95% CI above 0.5: {value:.2f} [{low:.2f}, {high:.2f}], {verdict}."
+        )
+    threshold = TIME_TO_RETURN.get(env)
+    if threshold is not None:
+        lines += ["", f"Time to return {threshold:g} (wall-clock minutes from the start of training, evaluations included; "
+                  "median over seeds, counting a seed that never got there as slowest):", "",
+                  "| algorithm | minutes (median) | seeds that reached it | per seed |", "|---|---|---|---|"]  # fmt: skip
+        numbers["minutes_to_return"] = {}
+        for algo, runs in rows.items():
+            minutes = [minutes_to_reach(r, threshold) for r in runs]
+            numbers["minutes_to_return"][algo] = minutes
+            ordered = sorted(m for m in minutes if m is not None) + [None] * sum(m is None for m in minutes)
+            median = ordered[(len(ordered) - 1) // 2]
+            shown = "not reached" if median is None else f"{median:.1f}"
+            per_seed = ", ".join("-" if m is None else f"{m:.1f}" for m in minutes)
+            lines.append(f"| {label_of(algo)} | {shown} | {len(minutes) - minutes.count(None)}/{len(minutes)} | {per_seed} |")
+    return [*lines, ""]
+
+
 def parse_runs_argument(value: str) -> tuple[Path, str | None]:
     path, _, label = value.partition("=")
     return Path(path), (label or None)
@@ -335,7 +379,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
+    parser.add_argument("--tuned", type=Path, help="sweep folder of tuned ClippedPPO, against SB3 PPO and plain ClippedPPO")
     args = parser.parse_args(argv)
+    if args.tuned is not None:
+        args.runs.append((args.tuned, "tuned"))
     if args.bootstrap_reps < 100:
         parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
     thresholds = dict(DEFAULT_THRESHOLDS)
@@ -384,7 +431,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     numbers: dict[str, Any] = {"command": command, "machine": machine, "envs": {}}
     for env, by_algo in grouped.items():
         main_rows = {k: v for k, v in by_algo.items() if "[" not in k}
-        option_rows = {k: v for k, v in by_algo.items() if "[" in k}
+        option_rows = {k: v for k, v in by_algo.items() if "[" in k and k != "clippedppo[tuned]"}
+        if "clippedppo[tuned]" in by_algo:
+            rows = {k: by_algo[k] for k in ("ppo", "clippedppo", "clippedppo[tuned]") if k in by_algo}
+            pairs = [("clippedppo[tuned]", other) for other in ("ppo", "clippedppo") if other in rows]
+            stem = f"tuned_{env_folder(env)}"
+            section, tuned_numbers = env_section(
+                env, rows, pairs, thresholds.get(env, []), args.out, stem, args.bootstrap_reps
+            )
+            numbers["envs"][f"{env} tuned"] = tuned_numbers
+            lines += [f"## {env}: tuned ClippedPPO against SB3 PPO and plain ClippedPPO", "", *section]
+            lines += tuned_section(env, rows, tuned_numbers)
         steps = sorted({int(r["timesteps"]) for runs in main_rows.values() for r in runs})
         if main_rows:
             pairs = [("clippedppo", other) for other in main_rows if other != "clippedppo"]

@@ -40,3 +40,32 @@ def test_study_is_created_once_with_the_starting_points(tmp_path):
     search.dump_trials(storage, "hc", tmp_path / "trials.csv")
     rows = (tmp_path / "trials.csv").read_text().splitlines()
     assert rows[0].startswith("number,state,value") and len(rows) == 1 + len(search.LEVERS)
+
+
+def test_tuned_section_reports_targets_and_time_to_return():
+    import numpy as np
+
+    from benchmarks import report
+
+    def run(returns, minutes, seed):
+        return {"returns": np.array(returns, float), "minutes": np.array(minutes, float), "seed": seed}
+
+    rows = {
+        "ppo": [run([1000, 4000, 5200], [5, 10, 15], s) for s in range(3)],
+        "clippedppo": [run([1000, 5100, 5300], [3, 6, 9], s) for s in range(3)],
+        "clippedppo[tuned]": [run([2000, 5500, 6400], [3, 6, 9], 0), run([2000, 4000, 4500], [3, 6, 9], 1),
+                              run([5000, 6000, 6500], [3, 6, 9], 2)],  # fmt: skip
+    }
+    assert report.minutes_to_reach(rows["ppo"][0], 5000) == 15.0
+    assert report.minutes_to_reach(rows["clippedppo[tuned]"][1], 5000) is None
+    numbers = {
+        "iqm": {"clippedppo[tuned]": 5800.0},
+        "probability_of_improvement": {"clippedppo[tuned],ppo": 0.9},
+        "probability_of_improvement_ci": {"clippedppo[tuned],ppo": [0.45, 1.0]},
+    }
+    text = "\n".join(report.tuned_section("HalfCheetah-v4", rows, numbers))
+    assert "tuned ClippedPPO's IQM is 5800, NOT met (short by 200)" in text
+    assert "0.90 [0.45, 1.00], NOT met" in text
+    assert "| SB3 PPO | 15.0 | 3/3 |" in text and "| ClippedPPO | 6.0 | 3/3 |" in text
+    assert "| ClippedPPO + tuned | 6.0 | 2/3 | 6.0, -, 3.0 |" in text
+    assert numbers["minutes_to_return"]["clippedppo[tuned]"] == [6.0, None, 3.0]
