@@ -49,11 +49,26 @@ LEVERS = [
 ]
 
 
+# Further starting points per environment, on top of the shipped settings: larger learning rates, with a decay
+VARIANTS = {
+    "HalfCheetah-v4": [
+        dict(learning_rate=6e-5),
+        dict(learning_rate=6e-5, learning_rate_schedule="linear", recompute_advantages=True),
+        dict(learning_rate=2e-4, learning_rate_schedule="linear", recompute_advantages=True),
+        dict(learning_rate=2e-4, learning_rate_schedule="linear", recompute_advantages=True, clip_range=0.2, n_epochs=10),
+    ],
+}
+
+
 def starting_points(env_id: str) -> list[dict[str, Any]]:
-    """The trials enqueued first: the shipped settings alone and with ClippedPPO's levers (none for other envs)."""
+    """
+    The trials enqueued first: the shipped settings alone, with each of ClippedPPO's levers (:data:`LEVERS`) and with the
+    environment's :data:`VARIANTS`; none for environments without shipped settings here.
+    """
     if env_id not in SHIPPED:
         return []
-    return [{**SHIPPED[env_id], **LEVERS_OFF, **levers} for levers in LEVERS]
+    changes = LEVERS + VARIANTS.get(env_id, [])
+    return [{**SHIPPED[env_id], **LEVERS_OFF, **change} for change in changes]
 
 
 def create_study(storage: str, study: str, env_id: str) -> int:

@@ -12,13 +12,14 @@ optuna = pytest.importorskip("optuna")
 
 def test_study_is_created_once_with_the_starting_points(tmp_path):
     storage = str(tmp_path / "study.log")
-    assert search.create_study(storage, "hc", "HalfCheetah-v4") == len(search.LEVERS)
+    expected = len(search.LEVERS) + len(search.VARIANTS["HalfCheetah-v4"])
+    assert search.create_study(storage, "hc", "HalfCheetah-v4") == expected
     assert search.create_study(storage, "hc", "HalfCheetah-v4") == 0  # exists: nothing enqueued twice
     assert search.create_study(storage, "other", "CartPole-v1") == 0  # no starting points for other environments
     backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     study = optuna.load_study(storage=backend, study_name="hc")
     waiting = [t for t in study.trials if t.state == optuna.trial.TrialState.WAITING]
-    assert len(waiting) == len(search.LEVERS)
+    assert len(waiting) == expected
     # An enqueued trial asks the Zoo's sampler for exactly the shipped settings
     trial = study.ask()
     params = zoo.sample_clippedppo_params(trial, n_actions=6, n_envs=1, additional_args={})
@@ -39,7 +40,7 @@ def test_study_is_created_once_with_the_starting_points(tmp_path):
 
     search.dump_trials(storage, "hc", tmp_path / "trials.csv")
     rows = (tmp_path / "trials.csv").read_text().splitlines()
-    assert rows[0].startswith("number,state,value") and len(rows) == 1 + len(search.LEVERS)
+    assert rows[0].startswith("number,state,value") and len(rows) == 1 + expected
 
 
 def test_tuned_section_reports_targets_and_time_to_return():
