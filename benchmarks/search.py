@@ -1,12 +1,14 @@
 """Hyperparameter search for ClippedPPO with the RL Zoo's own ``--optimize``, on one shared Optuna study.
 
 ``start`` creates the study in a journal file (so that workers starting together do not race to create it), enqueues
-the starting points of :data:`STARTING_POINTS` for the environment (the shipped settings, and each of them with one of
-ClippedPPO's levers switched on: Optuna runs enqueued trials first, then samples with TPE), and runs ``--workers``
-Zoo worker processes on it, one per core, until the study holds ``--trials`` trials. ``dump`` writes every trial of a
-study (number, state, value, parameters, duration) to a CSV file; ``best`` prints the best trial's settings as a
-block for ``hyperparams/clippedppo.yml``. Workers on other machines join the same study with the command that
-``start`` prints (a journal file on a shared filesystem, or a PostgreSQL URL; see ``benchmarks/README.md``).
+the starting points of :func:`starting_points` for the environment (the shipped settings, alone, with each of
+ClippedPPO's levers and with a few variants: Optuna runs enqueued trials first, then samples with TPE), and runs
+``--workers`` Zoo worker processes on it, one per core, until the study holds ``--trials`` trials. ``dump`` writes
+every trial of a study (number, state, value, parameters, duration) to a CSV file; ``rerank`` trains the best few
+trials again with other seeds and ranks them by their mean, since a single seed's value overstates the winner;
+``best`` prints a trial's settings as a block for ``hyperparams/clippedppo.yml``. Workers on other machines join the
+same study with the command that ``start`` prints (a journal file on a shared filesystem, or a PostgreSQL URL; see
+``benchmarks/README.md``).
 
 Example (the search committed under ``benchmarks/results/search/``)::
 
@@ -120,6 +122,51 @@ def start(args: argparse.Namespace) -> None:
     dump_trials(storage, args.study, out / "trials.csv")
 
 
+def rerank(args: argparse.Namespace) -> None:
+    """
+    Train the ``--top`` best finished trials again with other seeds, at the trials' budget, and rank them by their mean
+    final evaluation over all their seeds (the search's own and these): a single seed's value overstates the winner.
+    Writes ``rerank.csv`` beside the journal.
+    """
+    import numpy as np
+    import optuna
+
+    out = Path(args.storage).parent
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.storage))
+    finished = [t for t in optuna.load_study(storage=backend, study_name=args.study).trials if t.value is not None]
+    finished = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    top = sorted(finished, key=lambda t: -t.value)[: args.top]  # type: ignore[operator]
+    jobs = []
+    for trial in top:
+        for seed in args.seeds:
+            folder = out / "_rerank" / f"trial{trial.number}_seed{seed}"
+            command = [
+                sys.executable, "-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", args.env, "--storage", args.storage,
+                "--study-name", args.study, "--trial-id", str(trial.number), "-n", str(args.n_timesteps), "--seed", str(seed),
+                "--eval-freq", str(args.n_timesteps // args.n_evaluations), "--eval-episodes", str(args.eval_episodes),
+                "--num-threads", "1", "-f", str(folder),
+            ]  # fmt: skip
+            if args.env.startswith("dm_control/"):
+                command += ["--gym-packages", "shimmy"]
+            jobs.append((trial, seed, folder, command))
+    results: dict[int, list[float]] = {t.number: [float(t.value)] for t in top}  # type: ignore[arg-type]
+    for start in range(0, len(jobs), args.workers):
+        batch = jobs[start : start + args.workers]
+        processes = [(job, subprocess.Popen(job[3], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for job in batch]
+        for (trial, seed, folder, command), process in processes:
+            if process.wait() != 0:
+                raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+            evaluations = next(folder.rglob("evaluations.npz"))
+            results[trial.number].append(float(np.load(evaluations)["results"][-1].mean()))
+            print(f"trial {trial.number} seed {seed}: {results[trial.number][-1]:.1f}", flush=True)
+    with open(out / "rerank.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["trial", "mean", "search_value", *(f"seed_{seed}" for seed in args.seeds)])
+        for number, values in sorted(results.items(), key=lambda item: -float(np.mean(item[1]))):
+            writer.writerow([number, f"{np.mean(values):.1f}", *(f"{v:.1f}" for v in values)])
+    print((out / "rerank.csv").read_text())
+
+
 def dump_trials(storage: str, study: str, path: Path) -> None:
     """Every trial of the study, one row each, to ``path`` (CSV)."""
     import optuna
@@ -138,14 +185,16 @@ def dump_trials(storage: str, study: str, path: Path) -> None:
     print(f"{len(trials)} trials written to {path}")
 
 
-def best_block(storage: str, study: str) -> str:
-    """The best trial's settings, as the lines of a ``hyperparams/clippedppo.yml`` entry."""
+def best_block(storage: str, study: str, number: int | None = None) -> str:
+    """The settings of trial ``number`` (default: the best), as the lines of a ``hyperparams/clippedppo.yml`` entry."""
     import optuna
 
     backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
-    trial = optuna.load_study(storage=backend, study_name=study).best_trial
+    loaded = optuna.load_study(storage=backend, study_name=study)
+    trial = loaded.best_trial if number is None else loaded.trials[number]
     params = dict(trial.params)
-    lines = [f"# best of study {study!r}: trial {trial.number}, value {trial.value:.1f}"]
+    which = "best of study" if number is None else "study"
+    lines = [f"# {which} {study!r}: trial {trial.number}, value {trial.value:.1f}"]
     lines.append(f"n_steps: {2 ** params.pop('n_steps_pow')}")
     lines.append(f"batch_size: {2 ** params.pop('batch_size_pow')}")
     lines.append(f"gamma: {1 - params.pop('one_minus_gamma'):.6g}")
@@ -187,21 +236,35 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--n-evaluations", type=int, default=3, help="evaluations per trial (for the median pruner)")
     run.add_argument("--eval-episodes", type=int, default=5)
     run.add_argument("--seed", type=int, default=0, help="seed of the first worker (the others: +1, +2, ...)")
+    again = commands.add_parser("rerank", help="train the best trials again with other seeds; rank by the mean")
+    again.add_argument("--storage", required=True)
+    again.add_argument("--study", required=True)
+    again.add_argument("--env", required=True)
+    again.add_argument("--top", type=int, default=3)
+    again.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
+    again.add_argument("--workers", type=int, default=2)
+    again.add_argument("--n-timesteps", type=int, default=300_000)
+    again.add_argument("--n-evaluations", type=int, default=3)
+    again.add_argument("--eval-episodes", type=int, default=5)
     for name in ("dump", "best"):
         sub = commands.add_parser(name)
         sub.add_argument("--storage", required=True, help="the study's journal file")
         sub.add_argument("--study", required=True)
         if name == "dump":
             sub.add_argument("--out", help="CSV file (default: trials.csv beside the journal)")
+        else:
+            sub.add_argument("--trial", type=int, help="this trial rather than the best")
     args = parser.parse_args(argv)
     if args.command == "start":
         if args.trials < 1 or args.workers < 1 or args.n_timesteps < 1 or args.n_evaluations < 1:
             parser.error("--trials, --workers, --n-timesteps and --n-evaluations must be >= 1")
         start(args)
+    elif args.command == "rerank":
+        rerank(args)
     elif args.command == "dump":
         dump_trials(args.storage, args.study, Path(args.out) if args.out else Path(args.storage).parent / "trials.csv")
     else:
-        print(best_block(args.storage, args.study))
+        print(best_block(args.storage, args.study, args.trial))
 
 
 if __name__ == "__main__":

@@ -133,7 +133,9 @@ def test_dm_control_walker_walk_trains(tmp_path):
                "-n", "5000", "--eval-freq", "-1", "--seed", "0"], tmp_path))  # fmt: skip
     run_dir = tmp_path / "logs" / "clippedppo" / "dm_control-walker-walk-v0_1"
     config = dict(yaml.load((run_dir / "dm_control-walker-walk-v0" / "config.yml").read_text(), Loader=yaml.UnsafeLoader))
-    assert config["n_steps"] == 5000 and config["target_kl"] == 0.01 and config["vf_learning_rate"] == 1e-3
+    shipped = yaml.load(zoo.hyperparams_path().read_text(), Loader=yaml.UnsafeLoader)["dm_control/walker-walk-v0"]
+    for key in ("n_steps", "batch_size", "learning_rate", "policy_objective", "kl_coef", "target_kl", "policy_kwargs"):
+        assert config[key] == shipped[key], key
     assert (run_dir / "dm_control-walker-walk-v0.zip").exists()
 
 
