@@ -52,4 +52,4 @@ def check_coefficient(name: str, value: Any) -> None:
         kind = type(initial).__name__
         raise TypeError(f"{name} must be a number >= 0 or a schedule returning one, got {initial!r} ({kind})")
     if not initial >= 0:
-        raise ValueError(f"{name} must be >= 0{' (at progress 1)' if callable(value) else ''}, got {initial}")
+        raise ValueError(f"{name} must be in [0.0, inf){' (at progress 1)' if callable(value) else ''}, got {initial}")
