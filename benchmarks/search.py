@@ -210,8 +210,11 @@ def best_block(storage: str, study: str, number: int | None = None) -> str:
         "log_std_init": params.pop("log_std_init"),
         "ortho_init": params.pop("ortho_init"),
         "activation_fn": {"tanh": "nn.Tanh", "relu": "nn.ReLU", "elu": "nn.ELU"}[params.pop("activation_fn")],
-        "net_arch": {"tiny": "dict(pi=[64], vf=[64])", "small": "dict(pi=[64, 64], vf=[64, 64])",
-                     "medium": "dict(pi=[256, 256], vf=[256, 256])"}[params.pop("net_arch")],  # fmt: skip
+        "net_arch": {
+            "tiny": "dict(pi=[64], vf=[64])",
+            "small": "dict(pi=[64, 64], vf=[64, 64])",
+            "medium": "dict(pi=[256, 256], vf=[256, 256])",
+        }[params.pop("net_arch")],  # fmt: skip
     }
     for name in ("state_dependent_std", "normalize_observations"):
         if params.get(name):

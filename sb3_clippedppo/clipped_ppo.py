@@ -30,7 +30,7 @@ from sb3_clippedppo import fast_mlp
 from sb3_clippedppo.arguments import check_coefficient, check_int, check_real, check_schedule, is_number
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer, map_observations, with_feature_axis
 from sb3_clippedppo.distributions import DiagGaussian
-from sb3_clippedppo.losses import LossTerms, normalize_advantages, ppo_loss
+from sb3_clippedppo.losses import LossCoefficients, LossTerms, normalize_advantages, ppo_loss
 from sb3_clippedppo.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
@@ -605,6 +605,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
         clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
         ent_coef = self.ent_coef_schedule(self._current_progress_remaining)
+        coefficients = LossCoefficients(clip_range, clip_range_vf, ent_coef, self.vf_coef, self.policy_objective, self.kl_coef)
 
         # Per-minibatch statistics, kept as tensors until the update ends (no device synchronization per step)
         stats: dict[str, list[th.Tensor]] = defaultdict(list)
@@ -614,7 +615,7 @@ class ClippedPPO(OnPolicyAlgorithm):
                 self._recompute_advantages()
             approx_kl_divs: list[th.Tensor] = []  # of this epoch, as SB3 logs them
             for batch_index, batch in enumerate(self.rollout_buffer.minibatches(self.batch_size)):
-                terms = self._minibatch_loss(batch, clip_range, clip_range_vf, ent_coef)
+                terms = self._minibatch_loss(batch, coefficients)
                 with th.no_grad():
                     # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
                     approx_kl = ((terms.ratio - 1) - terms.log_ratio).mean()
@@ -666,21 +667,14 @@ class ClippedPPO(OnPolicyAlgorithm):
         last_values = self.policy.predict_values(self._as_tensor(self._last_obs)).flatten().cpu().numpy()
         buffer.compute_returns_and_advantage(last_values=last_values, dones=self._last_episode_starts)
 
-    def _minibatch_loss(
-        self, batch: RolloutBatch, clip_range: float, clip_range_vf: float | None, ent_coef: float
-    ) -> LossTerms:
+    def _minibatch_loss(self, batch: RolloutBatch, coefficients: LossCoefficients) -> LossTerms:
         """The loss terms of one minibatch (advantages normalized per minibatch if ``normalize_advantage``)."""
         advantages = batch.advantages
         if self.normalize_advantage and len(advantages) > 1:
             advantages = normalize_advantages(advantages)
         if self._fast is not None:
-            return self._fast.loss(
-                batch, advantages, clip_range, clip_range_vf, ent_coef, self.vf_coef, self.policy_objective, self.kl_coef
-            )
-        return ppo_loss(
-            self.policy, batch, advantages, clip_range, clip_range_vf, ent_coef, self.vf_coef,
-            policy_objective=self.policy_objective, kl_coef=self.kl_coef,
-        )  # fmt: skip
+            return self._fast.loss(batch, advantages, coefficients)
+        return ppo_loss(self.policy, batch, advantages, coefficients)
 
     def _gradient_step(self, terms: LossTerms, epoch: int, batch_index: int) -> None:
         """

@@ -59,7 +59,7 @@ from sb3_clippedppo.distributions import (
     gaussian_kl,
     gaussian_log_prob,
 )
-from sb3_clippedppo.losses import LossTerms, clipped_surrogate_loss, value_loss_fn
+from sb3_clippedppo.losses import LossCoefficients, LossTerms, clipped_surrogate_loss, value_loss_fn
 from sb3_clippedppo.normalization import CLIP, NormalizingExtractor
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
@@ -400,23 +400,14 @@ class ClosedFormLoss:
         self._saved: dict[str, Any] | None = None
 
     @th.no_grad()
-    def forward(
-        self,
-        batch: RolloutBatch,
-        advantages: th.Tensor,
-        clip_range: float,
-        clip_range_vf: float | None,
-        ent_coef: float,
-        vf_coef: float,
-        policy_objective: str = "clip",
-        kl_coef: float = 0.0,
-    ) -> LossTerms:
+    def forward(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
         """
         The loss for a minibatch, keeping what :meth:`backward` needs. Arguments as for
         :func:`~sb3_clippedppo.losses.ppo_loss`.
 
         :return: the loss terms.
         """
+        clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
         x = batch.observations.to(dtype=th.float32)  # type: ignore[union-attr]
         if self.normalizer is not None:
             x = self.normalizer(x)
@@ -585,20 +576,9 @@ class FastMlp:
             if distributions.shape[1]:
                 distributions[chunk] = distribution.params().cpu().numpy()
 
-    def loss(
-        self,
-        batch: RolloutBatch,
-        advantages: th.Tensor,
-        clip_range: float,
-        clip_range_vf: float | None,
-        ent_coef: float,
-        vf_coef: float,
-        policy_objective: str = "clip",
-        kl_coef: float = 0.0,
-    ) -> LossTerms:
+    def loss(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
         """The minibatch's loss terms (:meth:`ClosedFormLoss.forward`)."""
-        coefficients = (clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef)
-        return self.closed_form.forward(batch, advantages, *coefficients)
+        return self.closed_form.forward(batch, advantages, coefficients)
 
     def backward(self) -> None:
         """Write the last :meth:`loss`'s gradient into every parameter's ``.grad``."""

@@ -75,16 +75,22 @@ class LossTerms(NamedTuple):
     log_ratio: th.Tensor  # (B,)
 
 
+class LossCoefficients(NamedTuple):
+    """
+    The coefficients of one update's loss ``L = L_policy + vf_coef * L_value + ent_coef * L_entropy``
+    (Schulman et al. 2017, eq. 9, with the signs of a loss to minimize).
+    """
+
+    clip_range: float  # epsilon of the clipped surrogate (eq. 7), > 0
+    clip_range_vf: float | None  # value clipping range, or None for the unclipped squared error
+    ent_coef: float  # c2 of eq. 9, >= 0
+    vf_coef: float  # c1 of eq. 9, >= 0
+    policy_objective: str = "clip"  # "clip" (eq. 7) or "kl_penalty" (eq. 8)
+    kl_coef: float = 0.0  # beta of PPO-Penalty (eq. 8), >= 0
+
+
 def ppo_loss(
-    policy: ActorCriticPolicy,
-    batch: RolloutBatch,
-    advantages: th.Tensor,
-    clip_range: float,
-    clip_range_vf: float | None,
-    ent_coef: float,
-    vf_coef: float,
-    policy_objective: str = "clip",
-    kl_coef: float = 0.0,
+    policy: ActorCriticPolicy, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients
 ) -> LossTerms:
     """
     The loss for one minibatch, with autograd: ``loss.backward()`` gives the gradients.
@@ -98,14 +104,10 @@ def ppo_loss(
     :param policy: the policy.
     :param batch: the minibatch.
     :param advantages: its advantages, already normalized if requested, shape ``(B,)``.
-    :param clip_range: epsilon of the clipped surrogate.
-    :param clip_range_vf: value clipping range or None.
-    :param ent_coef: entropy coefficient.
-    :param vf_coef: value loss coefficient.
-    :param policy_objective: ``"clip"`` or ``"kl_penalty"``.
-    :param kl_coef: PPO-Penalty's beta.
+    :param coefficients: clip ranges, loss coefficients and the policy objective.
     :return: the loss terms.
     """
+    clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
     if policy_objective == "kl_penalty":
         distribution, values = policy.forward_distribution(batch.observations)  # type: ignore[operator]
         log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()

@@ -20,7 +20,7 @@ from sb3_clippedppo.fast_mlp import (
     regroup_optimizer_state,
     unsupported_reason,
 )
-from sb3_clippedppo.losses import normalize_advantages, ppo_loss
+from sb3_clippedppo.losses import LossCoefficients, normalize_advantages, ppo_loss
 from sb3_clippedppo.policies import ActorCriticPolicy
 
 OBS = spaces.Box(-np.inf, np.inf, (7,), np.float32)
@@ -73,17 +73,17 @@ def test_closed_form_gradients_match_autograd(action_space, activation, net_arch
     batch = make_batch(policy, n=64, seed=1)
     advantages = normalize_advantages(batch.advantages) if normalize else batch.advantages
     clip_range, ent_coef, vf_coef, kl_coef = 0.2, 0.01, 0.7, 3.0
-    coefficients = (clip_range, clip_range_vf, ent_coef, vf_coef, objective, kl_coef)
+    coefficients = LossCoefficients(clip_range, clip_range_vf, ent_coef, vf_coef, objective, kl_coef)
 
     policy.optimizer.zero_grad(set_to_none=False)
-    reference = ppo_loss(policy, batch, advantages, *coefficients)
+    reference = ppo_loss(policy, batch, advantages, coefficients)
     reference.loss.backward()
     expected = gradients(policy)
 
     closed_form = ClosedFormLoss(policy)
     for p in policy.parameters():
         p.grad.fill_(123.0)  # backward overwrites every gradient
-    terms = closed_form.forward(batch, advantages, *coefficients)
+    terms = closed_form.forward(batch, advantages, coefficients)
     closed_form.backward()
 
     for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "ratio", "log_ratio"):
@@ -105,10 +105,10 @@ def test_clip_boundaries_and_ties_follow_autograd(action_space):
     old = log_prob - th.log(th.tensor([1.0, 1.2, 0.8, 1.0, 1.2, 0.8]))
     batch = batch._replace(old_log_prob=old, advantages=th.tensor([1.0, 1.0, 1.0, -1.0, -1.0, -1.0]))
     policy.optimizer.zero_grad(set_to_none=False)
-    ppo_loss(policy, batch, batch.advantages, 0.2, None, 0.0, 0.5).loss.backward()
+    ppo_loss(policy, batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5)).loss.backward()
     expected = gradients(policy)
     closed_form = ClosedFormLoss(policy)
-    closed_form.forward(batch, batch.advantages, 0.2, None, 0.0, 0.5)
+    closed_form.forward(batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5))
     closed_form.backward()
     th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
 

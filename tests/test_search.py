@@ -54,8 +54,11 @@ def test_tuned_section_reports_targets_and_time_to_return():
     rows = {
         "ppo": [run([1000, 4000, 5200], [5, 10, 15], s) for s in range(3)],
         "clippedppo": [run([1000, 5100, 5300], [3, 6, 9], s) for s in range(3)],
-        "clippedppo[tuned]": [run([2000, 5500, 6400], [3, 6, 9], 0), run([2000, 4000, 4500], [3, 6, 9], 1),
-                              run([5000, 6000, 6500], [3, 6, 9], 2)],  # fmt: skip
+        "clippedppo[tuned]": [
+            run([2000, 5500, 6400], [3, 6, 9], 0),
+            run([2000, 4000, 4500], [3, 6, 9], 1),
+            run([5000, 6000, 6500], [3, 6, 9], 2),
+        ],  # fmt: skip
     }
     assert report.minutes_to_reach(rows["ppo"][0], 5000) == 15.0
     assert report.minutes_to_reach(rows["clippedppo[tuned]"][1], 5000) is None
