@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: hyperparameters from the shipped RL Zoo file, and the machine's description."""
+"""Shared helpers for the benchmarks: hyperparameters from an RL Zoo file, and the machine's description."""
 
 import argparse
 import contextlib
@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-HYPERPARAMS_YML = ROOT / "hyperparams" / "clippedppo.yml"
+# The like-for-like file: the RL Zoo's PPO settings (HalfCheetah-v4) and the walker seed's, for ClippedPPO and SB3 PPO alike;
+# hyperparams/clippedppo.yml holds the tuned entries that `rl_zoo3.train --algo clippedppo` uses.
+HYPERPARAMS_YML = ROOT / "benchmarks" / "hyperparams.yml"
+SHIPPED_YML = ROOT / "hyperparams" / "clippedppo.yml"
 
 
 def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str, Any], bool]:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     if tmp_out.exists():
         parser.error(f"{tmp_out} exists (an interrupted run?); remove it first")
     tmp_out.mkdir(parents=True)
-    hyperparams, normalize = zoo_hyperparams("HalfCheetah-v4")  # the RL Zoo's PPO block, from hyperparams/clippedppo.yml
+    hyperparams, normalize = zoo_hyperparams("HalfCheetah-v4")  # the RL Zoo's PPO block, from benchmarks/hyperparams.yml
     assert normalize
     env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=args.seed))
     eval_env = VecNormalize(make_vec_env(args.env, n_envs=1, seed=args.seed + 1000), training=False, norm_reward=False)

@@ -152,9 +152,10 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
 
 def _patch_experiment_manager(experiment_manager: type) -> None:
     """
-    For ``algo="clippedppo"``: make the shipped yml the default ``config`` of ``ExperimentManager``, and read
+    For ``algo="clippedppo"``: make the shipped yml the default ``config`` of ``ExperimentManager``, read
     ``ent_coef: lin_<value>`` in hyperparameter files as a linear schedule (the Zoo does so for ``learning_rate`` and
-    ``clip_range`` only).
+    ``clip_range`` only), and let schedules that are already callables through (the sampler's linear learning rate,
+    which ``--trial-id`` passes to the Zoo's preprocessing, where only strings and numbers are accepted).
     """
     original = experiment_manager.__init__  # type: ignore[misc]
     if getattr(original, "sb3_clippedppo_default_config", False):
@@ -164,9 +165,14 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
     @functools.wraps(original_preprocess)
     def _preprocess_hyperparams(self: Any, hyperparams: dict[str, Any]) -> Any:
         ent_coef = hyperparams.get("ent_coef")
-        if self.algo == ALGO_NAME and isinstance(ent_coef, str) and ent_coef.startswith("lin_"):
+        if self.algo != ALGO_NAME:
+            return original_preprocess(self, hyperparams)
+        if isinstance(ent_coef, str) and ent_coef.startswith("lin_"):
             hyperparams = {**hyperparams, "ent_coef": linear_schedule(float(ent_coef.split("_", 1)[1]))}
-        return original_preprocess(self, hyperparams)
+        schedules = {key: hyperparams[key] for key in ("learning_rate", "clip_range") if callable(hyperparams.get(key))}
+        others = {key: value for key, value in hyperparams.items() if key not in schedules}
+        processed, *rest = original_preprocess(self, others)
+        return ({**processed, **schedules}, *rest)
 
     experiment_manager._preprocess_hyperparams = _preprocess_hyperparams  # type: ignore[attr-defined]
     signature = inspect.signature(original)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import options, report, run, scaling, throughput
-from benchmarks.common import HYPERPARAMS_YML, zoo_hyperparams
+from benchmarks.common import HYPERPARAMS_YML, SHIPPED_YML, zoo_hyperparams
 from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 
@@ -190,13 +190,13 @@ def test_throughput_smoke(tmp_path):
         throughput.main(["--reps", "1", "--settings", "sb3-defaults", "--out", str(tmp_path)])
 
 
-def test_zoo_hyperparams_reads_the_shipped_block():
+def test_zoo_hyperparams_reads_the_zoo_block():
     kwargs, normalize = zoo_hyperparams("HalfCheetah-v4")
     assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20 and kwargs["learning_rate"] == 2.0633e-05
     assert kwargs["policy_kwargs"]["net_arch"] == dict(pi=[256, 256], vf=[256, 256])
     assert "n_timesteps" not in kwargs and "normalize" not in kwargs and "policy" not in kwargs
     # The Zoo's loader: "lin_0.001" is a linear schedule of the remaining progress, as `rl_zoo3.train` makes it
-    kwargs, normalize = zoo_hyperparams("CartPole-v1")
+    kwargs, normalize = zoo_hyperparams("CartPole-v1", SHIPPED_YML)
     assert not normalize and kwargs["learning_rate"](1.0) == pytest.approx(1e-3)
     assert kwargs["learning_rate"](0.25) == pytest.approx(2.5e-4) and kwargs["clip_range"](0.5) == pytest.approx(0.1)
     with pytest.raises(ValueError, match="Nope-v0"):

@@ -264,3 +264,20 @@ def test_ent_coef_linear_schedule_in_a_hyperparameter_file(tmp_path):
 
     model = ClippedPPO.load(folder / "Pendulum-v1.zip")
     assert model.ent_coef(1.0) == pytest.approx(0.02) and model.ent_coef(0.25) == pytest.approx(0.005)
+
+
+def test_callable_schedules_pass_the_zoo_preprocessing(tmp_path):
+    """``--trial-id N`` hands the sampler's linear learning rate (a callable) to the Zoo's preprocessing, which accepts
+    only strings and numbers for ``learning_rate`` and ``clip_range``: for ClippedPPO, callables pass unchanged."""
+    import argparse
+
+    from rl_zoo3.exp_manager import ExperimentManager
+    from rl_zoo3.utils import linear_schedule
+
+    zoo_hook.install()
+    manager = ExperimentManager(argparse.Namespace(), "clippedppo", "Pendulum-v1", str(tmp_path), verbose=0)
+    schedule = linear_schedule(1e-3)
+    hyperparams = dict(policy="MlpPolicy", n_timesteps=256, learning_rate=schedule, clip_range="lin_0.2")
+    processed, *_ = manager._preprocess_hyperparams(hyperparams)
+    assert processed["learning_rate"] is schedule
+    assert processed["clip_range"](0.5) == pytest.approx(0.1)  # the Zoo's own conversion of a "lin_" string
