@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from benchmarks import report
-from benchmarks.common import HYPERPARAMS_YML
+from benchmarks.common import SHIPPED_YML
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_ARGS = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1", "--n-timesteps", "1024",
               "--eval-freq", "256", "--eval-episodes", "2", "--hyperparams", "n_envs:2", "batch_size:64",
-              "--conf", str(HYPERPARAMS_YML)]  # fmt: skip
+              "--conf", str(SHIPPED_YML)]  # fmt: skip
 
 
 def sweep_command(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:

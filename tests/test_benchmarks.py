@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import options, report, run, scaling, throughput
-from benchmarks.common import HYPERPARAMS_YML, SHIPPED_YML, zoo_hyperparams
+from benchmarks.common import SHIPPED_YML, zoo_hyperparams
 from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 
@@ -49,7 +49,7 @@ def test_failing_runs_are_retried_then_recorded_with_their_log(tmp_path):
     out = tmp_path / "sweep"
     args = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "91", "--n-timesteps", "1024",
             "--eval-freq", "-1", "--hyperparams", "n_envs:2", "batch_size:64", "vf_learning_rate:1e-3", "--retries", "1",
-            "--jobs", "2", "--conf", str(HYPERPARAMS_YML), "--out", str(out)]  # fmt: skip
+            "--jobs", "2", "--conf", str(SHIPPED_YML), "--out", str(out)]  # fmt: skip
     process = sweep_command(args)
     killed = None
     deadline = time.time() + 300
