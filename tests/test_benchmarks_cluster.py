@@ -1,12 +1,15 @@
 """Scaling out: the benchmark sweep on a real two-node Ray cluster, and RL Zoo search workers sharing one Optuna study."""
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +18,45 @@ import pytest
 from tests.sweep_utils import SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def cluster_processes(gcs_port: int) -> list[int]:
+    """
+    PIDs of the Ray processes of the cluster whose GCS listens on ``gcs_port``: those whose command line names the
+    port or the cluster's session (GCS server, raylets, dashboards, log monitors of both nodes), and their
+    descendants (workers, agents and the runs they started).
+    """
+    commands: dict[int, list[str]] = {}
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    port_args = {f"--gcs_server_port={gcs_port}", f"--gcs-address=127.0.0.1:{gcs_port}"}
+    sessions = {
+        arg.split("=", 1)[1]
+        for args in commands.values()
+        if port_args & set(args)
+        for arg in args
+        if arg.startswith("--session-name=")
+    }
+    found = {pid for pid, args in commands.items() if port_args & set(args) or any(s in a for s in sessions for a in args)}
+    while children := {pid for pid, parent in parents.items() if parent in found} - found:
+        found |= children
+    return sorted(found)
+
+
+def stop_processes(pids: list[int], timeout: float = 30.0) -> None:
+    """SIGTERM, then SIGKILL for what is still there after ``timeout`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.time() + timeout
+        while time.time() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.2)
 
 
 def free_port() -> int:
@@ -27,7 +69,8 @@ def free_port() -> int:
 def ray_cluster(tmp_path_factory):
     """
     Two Ray nodes of one CPU each on this machine (a head, and a worker that joins it), with token authentication
-    (the token in a file of the test's own); stopped at the end, also when a test fails.
+    (the token in a file of the test's own); stopped at the end, also when a test fails. Only this cluster's
+    processes are stopped: ``ray stop`` would stop every Ray on the machine, a sweep running beside the tests included.
     """
     token = tmp_path_factory.mktemp("ray") / "token"
     token.write_text(secrets.token_hex(32))
@@ -41,7 +84,7 @@ def ray_cluster(tmp_path_factory):
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
         yield address, env
     finally:
-        subprocess.run([RAY, "stop"], env=env, capture_output=True, timeout=180)
+        stop_processes(cluster_processes(int(address.split(":")[1])))
 
 
 def test_sweep_on_a_two_node_cluster(ray_cluster, tmp_path):
