@@ -133,8 +133,8 @@ def rerank(args: argparse.Namespace) -> None:
 
     out = Path(args.storage).parent
     backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.storage))
-    finished = [t for t in optuna.load_study(storage=backend, study_name=args.study).trials if t.value is not None]
-    finished = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
+    trials = optuna.load_study(storage=backend, study_name=args.study).trials
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     top = sorted(finished, key=lambda t: -t.value)[: args.top]  # type: ignore[operator]
     jobs = []
     for trial in top:
