@@ -41,7 +41,7 @@ The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
 """
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch as th
@@ -51,15 +51,8 @@ from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
 
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
-from sb3_clippedppo.distributions import (
-    Categorical,
-    DiagGaussian,
-    categorical_kl,
-    gaussian_entropy,
-    gaussian_kl,
-    gaussian_log_prob,
-)
-from sb3_clippedppo.losses import LossCoefficients, LossTerms, clipped_surrogate_loss, value_loss_fn
+from sb3_clippedppo.distributions import LOG_2PI, Categorical, DiagGaussian
+from sb3_clippedppo.losses import LossCoefficients, LossTerms
 from sb3_clippedppo.normalization import CLIP, NormalizingExtractor
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
@@ -77,43 +70,49 @@ ELEMENTWISE_OPTIMIZERS: tuple[type[th.optim.Optimizer], ...] = (
 )
 
 
-# ---------------------------------------------------------------------------------------------- activations
+# ---------------------------------------------------------------------------------------------- activations and layers
+
+# ``Array`` is a NumPy array (on the CPU) or a torch tensor (elsewhere); ``xp`` the module of either, ``numpy`` or
+# ``torch``. The code below uses only operations that both spell the same way (operators, ``xp.tanh``, ``xp.where``,
+# ``xp.clip``, ``xp.sum(x, axis=..., keepdims=...)``, ``xp.matmul(a, b, out=...)``, ...).
+Array = Any
 
 
-def _tanh_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
-    return th.addcmul(grad, grad, h * h, value=-1.0)  # grad * (1 - tanh(z)^2)
+class Activation(NamedTuple):
+    """An activation ``h = act(z)`` and its derivative, for NumPy arrays and torch tensors alike."""
+
+    forward: Callable[[Array, nn.Module, Any], Array]  # (z, module, xp) -> h
+    derivative: Callable[[Array, Array, Array, nn.Module, Any], Array]  # (grad_h, z, h, module, xp) -> grad_z
 
 
-def _relu_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
-    return grad * th.sign(h)  # h = relu(z) >= 0: sign(h) is 1 where z > 0, else 0 (a float mask: no bool promotion)
-
-
-def _leaky_relu_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
-    return th.where(z > 0, grad, grad * module.negative_slope)  # type: ignore[operator]
-
-
-def _elu_derivative(grad: th.Tensor, z: th.Tensor, h: th.Tensor, module: nn.Module) -> th.Tensor:
-    return th.where(z > 0, grad, grad * (h + module.alpha))  # for z <= 0: d/dz alpha (e^z - 1) = h + alpha
-
-
-# Derivative of each supported activation h = act(z), applied to the incoming gradient: (grad_h, z, h, module) -> grad_z.
-ACTIVATION_DERIVATIVES: dict[type[nn.Module], Callable[[th.Tensor, th.Tensor, th.Tensor, nn.Module], th.Tensor]] = {
-    nn.Tanh: _tanh_derivative,
-    nn.ReLU: _relu_derivative,
-    nn.LeakyReLU: _leaky_relu_derivative,
-    nn.ELU: _elu_derivative,
-}
-
-# NumPy versions of the same activations (in place where possible), for the rollout's NumPy copy of the actor.
-NUMPY_ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray, nn.Module], np.ndarray]] = {
-    nn.Tanh: lambda x, module: np.tanh(x, out=x),
-    nn.ReLU: lambda x, module: np.maximum(x, 0.0, out=x),
-    nn.LeakyReLU: lambda x, module: np.where(x > 0, x, x * np.float32(module.negative_slope)),  # type: ignore[arg-type]
-    nn.ELU: lambda x, module: np.where(x > 0, x, np.float32(module.alpha) * np.expm1(x)),  # type: ignore[arg-type]
+ACTIVATIONS: dict[type[nn.Module], Activation] = {
+    # tanh' = 1 - tanh^2
+    nn.Tanh: Activation(lambda z, m, xp: xp.tanh(z), lambda g, z, h, m, xp: g * (1.0 - h * h)),
+    # relu' = [z > 0] = [h > 0]
+    nn.ReLU: Activation(lambda z, m, xp: xp.clip(z, 0.0, None), lambda g, z, h, m, xp: g * (h > 0)),
+    nn.LeakyReLU: Activation(
+        lambda z, m, xp: xp.where(z > 0, z, z * m.negative_slope),
+        lambda g, z, h, m, xp: xp.where(z > 0, g, g * m.negative_slope),
+    ),
+    # elu(z) = alpha (e^z - 1) for z <= 0, whose derivative is h + alpha there (clip: no overflow for large z)
+    nn.ELU: Activation(
+        lambda z, m, xp: xp.where(z > 0, z, m.alpha * xp.expm1(xp.clip(z, None, 0.0))),
+        lambda g, z, h, m, xp: xp.where(z > 0, g, g * (h + m.alpha)),
+    ),
 }
 
 Layer = tuple[nn.Linear, nn.Module | None]
-Trace = list[tuple[th.Tensor, th.Tensor, th.Tensor]]
+Trace = list[tuple[Array, Array, Array]]
+
+
+class ArrayLayer(NamedTuple):
+    """One ``Linear -> activation`` layer as arrays that share memory with its parameters and their gradients."""
+
+    weight: Array  # (out_features, in_features)
+    bias: Array  # (out_features,)
+    weight_grad: Array
+    bias_grad: Array
+    activation: nn.Module | None
 
 
 def mlp_layers(hidden: nn.Module, output: nn.Module) -> list[Layer] | None:
@@ -132,40 +131,36 @@ def mlp_layers(hidden: nn.Module, output: nn.Module) -> list[Layer] | None:
     for module in [*hidden, output]:
         if type(module) is nn.Linear and module.bias is not None:
             layers.append((module, None))
-        elif (
-            type(module) in ACTIVATION_DERIVATIVES
-            and layers
-            and layers[-1][1] is None
-            and not getattr(module, "inplace", False)
-        ):
+        elif type(module) in ACTIVATIONS and layers and layers[-1][1] is None and not getattr(module, "inplace", False):
             layers[-1] = (layers[-1][0], module)
         else:
             return None
     return layers if layers and layers[-1] == (output, None) else None
 
 
-def mlp_forward(layers: list[Layer], x: th.Tensor) -> tuple[th.Tensor, Trace]:
+def mlp_forward(layers: list[ArrayLayer], x: Array, xp: Any) -> tuple[Array, Trace]:
     """Forward pass keeping ``(input, pre-activation, output)`` of each layer for :func:`mlp_backward`."""
     trace = []
-    for linear, activation in layers:
-        z = th.addmm(linear.bias, x, linear.weight.t())
-        h = z if activation is None else activation(z)
+    for layer in layers:
+        z = x @ layer.weight.T
+        z += layer.bias
+        h = z if layer.activation is None else ACTIVATIONS[type(layer.activation)].forward(z, layer.activation, xp)
         trace.append((x, z, h))
         x = h
     return x, trace
 
 
-def mlp_backward(layers: list[Layer], trace: Trace, grad_out: th.Tensor) -> None:
-    """Back-propagate ``grad_out`` (the loss's gradient w.r.t. the output), overwriting each layer's ``.grad``."""
+def mlp_backward(layers: list[ArrayLayer], trace: Trace, grad_out: Array, xp: Any) -> None:
+    """Back-propagate ``grad_out`` (the loss's gradient w.r.t. the output), overwriting each layer's gradients."""
     grad = grad_out
     for index in range(len(layers) - 1, -1, -1):
-        (linear, activation), (x, z, h) = layers[index], trace[index]
-        if activation is not None:
-            grad = ACTIVATION_DERIVATIVES[type(activation)](grad, z, h, activation)
-        th.mm(grad.t(), x, out=linear.weight.grad)
-        th.sum(grad, dim=0, out=linear.bias.grad)
+        layer, (x, z, h) = layers[index], trace[index]
+        if layer.activation is not None:
+            grad = ACTIVATIONS[type(layer.activation)].derivative(grad, z, h, layer.activation, xp)
+        xp.matmul(grad.T, x, out=layer.weight_grad)
+        xp.sum(grad, axis=0, out=layer.bias_grad)
         if index > 0:
-            grad = th.mm(grad, linear.weight)
+            grad = grad @ layer.weight
 
 
 class NumpyMLP:
@@ -182,7 +177,6 @@ class NumpyMLP:
             (
                 linear.weight.detach().cpu().numpy().T.astype(np.float32, order="C"),
                 linear.bias.detach().cpu().numpy().astype(np.float32),
-                None if activation is None else NUMPY_ACTIVATIONS[type(activation)],
                 activation,
             )
             for linear, activation in layers
@@ -190,11 +184,11 @@ class NumpyMLP:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Outputs for inputs ``x`` of shape ``(B, in_features)`` (float32), shape ``(B, out_features)``."""
-        for weight, bias, activation, module in self.layers:
+        for weight, bias, activation in self.layers:
             x = x @ weight
             x += bias
             if activation is not None:
-                x = activation(x, module)
+                x = ACTIVATIONS[type(activation)].forward(x, activation, np)
         return x
 
 
@@ -388,18 +382,52 @@ class ClosedFormLoss:
     accepts. Per minibatch, call :meth:`forward` (no autograd graph is built) and, when the step is to be taken,
     :meth:`backward`.
 
-    :param policy: the policy; its parameters' ``.grad`` must be tensors (:class:`FlatParameters` sees to that).
+    On the CPU the arithmetic runs in NumPy, on arrays that share memory with the parameters, their gradients and the
+    minibatch (NumPy's cost per operation is a third of PyTorch's, and these networks are small enough for that to
+    matter); on another device it runs in torch. Both give the same numbers up to float32 rounding.
+
+    :param policy: the policy; its parameters' ``.grad`` must be tensors (:class:`FlatParameters` sees to that) by the
+        first :meth:`forward`. Call :meth:`bind` again after parameters, gradients or the observation statistics are
+        replaced.
     """
 
     def __init__(self, policy: ActorCriticPolicy):
         self.policy = policy
-        self.actor_layers = mlp_layers(policy.mlp_extractor.policy_net, policy.action_net)
-        self.critic_layers = mlp_layers(policy.mlp_extractor.value_net, policy.value_net)
+        self.actor_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
+        self.critic_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.value_net, policy.value_net))
         self.discrete = policy.distribution_class is Categorical
         self.normalizer = policy.obs_normalizer
+        self.xp: Any = np
+        self._bound = False
         self._saved: dict[str, Any] | None = None
 
-    @th.no_grad()
+    def _array(self, tensor: th.Tensor) -> Array:
+        """A tensor as this loss's array type, sharing its memory."""
+        return tensor.detach().numpy() if self.xp is np else tensor.detach()
+
+    def _tensors(self, *arrays: Array) -> list[th.Tensor]:
+        """Arrays back as tensors, sharing their memory."""
+        return [th.from_numpy(np.asarray(a)) for a in arrays] if self.xp is np else list(arrays)
+
+    def bind(self) -> None:
+        """Take this loss's views of the parameters, their gradients and the observation statistics."""
+        self.xp = np if self.policy.device.type == "cpu" else th
+
+        def layers(pairs: list[Layer]) -> list[ArrayLayer]:
+            return [
+                ArrayLayer(*(self._array(t) for t in (lin.weight, lin.bias, lin.weight.grad, lin.bias.grad)), act)  # type: ignore[arg-type]
+                for lin, act in pairs
+            ]
+
+        self.actor, self.critic = layers(self.actor_layers), layers(self.critic_layers)
+        if not self.discrete:
+            self.log_std, self.log_std_grad = self._array(self.policy.log_std), self._array(self.policy.log_std.grad)  # type: ignore[arg-type]
+        self.obs_statistics = None
+        if self.normalizer is not None:
+            statistics = self.normalizer.stats[0].numpy_parameters()  # mean, 1 / std: (obs_dim,) float32 each
+            self.obs_statistics = tuple(a if self.xp is np else th.as_tensor(a, device=self.policy.device) for a in statistics)
+        self._bound = True
+
     def forward(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
         """
         The loss for a minibatch, keeping what :meth:`backward` needs. Arguments as for
@@ -407,46 +435,76 @@ class ClosedFormLoss:
 
         :return: the loss terms.
         """
+        if not self._bound:
+            self.bind()
+        xp = self.xp
         clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
-        x = batch.observations.to(dtype=th.float32)  # type: ignore[union-attr]
-        if self.normalizer is not None:
-            x = self.normalizer(x)
-        x = x.reshape(len(batch.actions), -1)
-        output, actor_trace = mlp_forward(self.actor_layers, x)  # type: ignore[arg-type]
-        values, critic_trace = mlp_forward(self.critic_layers, x)  # type: ignore[arg-type]
-        values = values.squeeze(-1)
         penalty = policy_objective == "kl_penalty"
+        n = len(batch.actions)
+        actions, old_log_prob, old_values, returns, old_distribution, advantages = (
+            self._array(t)
+            for t in (batch.actions, batch.old_log_prob, batch.old_values, batch.returns, batch.old_distribution, advantages)
+        )
+        x = self._array(batch.observations.to(dtype=th.float32)).reshape(n, -1)  # type: ignore[union-attr]
+        if self.obs_statistics is not None:
+            mean, inv_std = self.obs_statistics
+            x = xp.clip((x - mean) * inv_std, -CLIP, CLIP)
+        output, actor_trace = mlp_forward(self.actor, x, xp)
+        values, critic_trace = mlp_forward(self.critic, x, xp)
+        values = values[:, 0]
+
         if self.discrete:
-            log_p = th.log_softmax(output, dim=-1)
-            log_prob = log_p.gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
-            entropy = -(log_p.exp() * log_p).sum(dim=-1)
+            # log softmax: log p_ij = l_ij - logsumexp_j(l_ij); entropy H_i = -sum_j p_ij log p_ij
+            log_p = log_softmax(output, xp)
+            p = xp.exp(log_p)
+            actions = actions.astype(np.int64) if xp is np else actions.long()
+            log_prob = log_p[self._rows(n), actions]
+            entropy = -xp.sum(p * log_p, axis=-1)
             entropy_loss = -entropy.mean()
-            kl = categorical_kl(batch.old_distribution, output) if penalty else None
-            distribution = (log_p, entropy)
+            if penalty:  # KL(p_old || p) = sum_j p_old,j (log p_old,j - log p_j)
+                old_log_p = log_softmax(old_distribution, xp)
+                old_p = xp.exp(old_log_p)
+                kl = xp.sum(old_p * (old_log_p - log_p), axis=-1)
+            distribution = (p, log_p, entropy, actions, old_p if penalty else None)
         else:
-            log_std = self.policy.log_std
-            log_prob = gaussian_log_prob(batch.actions, output, log_std)
-            entropy_loss = -gaussian_entropy(log_std)
-            if penalty:
-                old_mean, old_log_std = batch.old_distribution.chunk(2, dim=-1)
-                kl = gaussian_kl(old_mean, old_log_std, output, log_std)
-            distribution = (output, log_std)
-        log_ratio = log_prob - batch.old_log_prob
-        ratio = th.exp(log_ratio)
-        if penalty:
-            policy_loss = -(ratio * advantages).mean() + kl_coef * kl.mean()
-        else:
-            policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
-        value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
+            # log pi_i = -1/2 sum_j z_ij^2 - sum_j log_std_j - k/2 log 2 pi, z = (a - mu) / sigma
+            log_std = self.log_std
+            inv_std = xp.exp(-log_std)
+            z = (actions - output) * inv_std
+            log_prob = -0.5 * xp.sum(z * z, axis=-1) - xp.sum(log_std) - 0.5 * LOG_2PI * z.shape[-1]
+            entropy_loss = -xp.sum(0.5 + 0.5 * LOG_2PI + log_std)
+            if penalty:  # KL(old || new) = sum_j log(sigma / sigma_old) + (sigma_old^2 + (mu - mu_old)^2) / (2 sigma^2) - 1/2
+                k = z.shape[-1]
+                old_mean, old_log_std = old_distribution[:, :k], old_distribution[:, k:]
+                spread = (xp.exp(2.0 * old_log_std) + (output - old_mean) ** 2) * (inv_std * inv_std)
+                kl = xp.sum(log_std - old_log_std + 0.5 * spread - 0.5, axis=-1)
+            distribution = (output, inv_std, z, old_distribution)
+        log_ratio = log_prob - old_log_prob
+        ratio = xp.exp(log_ratio)
+        surrogate = advantages * ratio
+        if penalty:  # PPO-Penalty, Schulman et al. 2017 section 4
+            policy_loss = -surrogate.mean() + kl_coef * kl.mean()
+        else:  # the clipped surrogate, eq. 7; the gradient flows where the unclipped term is the minimum
+            clipped = advantages * xp.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
+            policy_loss = -xp.minimum(surrogate, clipped).mean()
+            surrogate = surrogate * (surrogate <= clipped)
+        if clip_range_vf is None:
+            predicted, value_mask = values, None
+        else:  # SB3's value clipping: V' = V_old + clip(V - V_old, -c, c); no gradient where the clip is active
+            delta = values - old_values
+            predicted, value_mask = old_values + xp.clip(delta, -clip_range_vf, clip_range_vf), xp.abs(delta) <= clip_range_vf
+        value_loss = ((returns - predicted) ** 2).mean()
         loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
         self._saved = dict(
-            batch=batch, advantages=advantages, clip_range=clip_range, clip_range_vf=clip_range_vf, ent_coef=ent_coef,
-            vf_coef=vf_coef, kl_coef=kl_coef if penalty else None, distribution=distribution, actor_trace=actor_trace,
-            values=values, critic_trace=critic_trace, ratio=ratio,
+            n=n, surrogate=surrogate, ent_coef=ent_coef, vf_coef=vf_coef, kl_coef=kl_coef if penalty else None,
+            distribution=distribution, actor_trace=actor_trace, critic_trace=critic_trace, predicted=predicted,
+            returns=returns, value_mask=value_mask,
         )  # fmt: skip
-        return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio)
+        return LossTerms(*self._tensors(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio))
 
-    @th.no_grad()
+    def _rows(self, n: int) -> Array:
+        return np.arange(n) if self.xp is np else th.arange(n, device=self.policy.device)
+
     def backward(self) -> None:
         """
         Write the gradient of the last :meth:`forward`'s loss into every parameter's ``.grad`` (overwriting it).
@@ -456,55 +514,48 @@ class ClosedFormLoss:
         if self._saved is None:
             raise RuntimeError("ClosedFormLoss.backward() needs a forward() first")
         saved, self._saved = self._saved, None
-        batch, advantages, ratio, kl_coef = saved["batch"], saved["advantages"], saved["ratio"], saved["kl_coef"]
-        ent_coef, vf_coef, clip_range_vf = saved["ent_coef"], saved["vf_coef"], saved["clip_range_vf"]
-        n = ratio.shape[0]
+        xp, n, kl_coef, ent_coef = self.xp, saved["n"], saved["kl_coef"], saved["ent_coef"]
 
-        # Surrogate: d L_pg / d log pi_i = -A_i r_i / B where min() picks the unclipped term (ties: both agree);
-        # PPO-Penalty's unclipped surrogate: everywhere
-        surrogate = advantages * ratio
-        if kl_coef is None:
-            clip_range = saved["clip_range"]
-            surrogate = surrogate * (surrogate <= advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range))
-        grad_log_prob = surrogate * (-1.0 / n)
+        # d L_pg / d log pi_i = -A_i r_i / B where the unclipped term is the minimum (PPO-Penalty: everywhere)
+        grad_log_prob = saved["surrogate"] * (-1.0 / n)
         if self.discrete:
             # Through log softmax: (onehot - p) * g; entropy bonus: ent_coef * p (log p + H) / B;
             # KL(p_old || p): beta (p - p_old) / B
-            log_p, entropy = saved["distribution"]
-            p = log_p.exp()
-            grad_output = -p * grad_log_prob.unsqueeze(-1)
-            grad_output.scatter_add_(-1, batch.actions.long().unsqueeze(-1), grad_log_prob.unsqueeze(-1))
-            grad_output += p * (log_p + entropy.unsqueeze(-1)) * (ent_coef / n)
+            p, log_p, entropy, actions, old_p = saved["distribution"]
+            grad_output = -p * grad_log_prob[:, None]
+            grad_output[self._rows(n), actions] += grad_log_prob
+            grad_output += p * (log_p + entropy[:, None]) * (ent_coef / n)
             if kl_coef is not None:
-                grad_output += (p - th.softmax(batch.old_distribution, dim=-1)) * (kl_coef / n)
+                grad_output += (p - old_p) * (kl_coef / n)
         else:
-            # Through the Gaussian log-density; the entropy bonus only reaches log_std;
-            # KL(old || new): d/d mean = (mean - old_mean) / std^2, d/d log_std = 1 - (old_std^2 + (mean - old_mean)^2) / std^2
-            mean, log_std = saved["distribution"]
-            inv_std = th.exp(-log_std)
-            z = (batch.actions - mean) * inv_std
-            grad_output = grad_log_prob.unsqueeze(-1) * z * inv_std
-            grad_log_std = th.mv((z * z - 1.0).t(), grad_log_prob) - ent_coef
+            # d log pi_i / d mu_ij = z_ij / sigma_j, d log pi_i / d log_std_j = z_ij^2 - 1; the entropy bonus: -ent_coef;
+            # KL(old || new): d/d mu = (mu - mu_old) / sigma^2, d/d log_std = 1 - (sigma_old^2 + (mu - mu_old)^2) / sigma^2
+            mean, inv_std, z, old_distribution = saved["distribution"]
+            grad_output = grad_log_prob[:, None] * z * inv_std
+            grad_log_std = (z * z - 1.0).T @ grad_log_prob - ent_coef
             if kl_coef is not None:
-                old_mean, old_log_std = batch.old_distribution.chunk(2, dim=-1)
+                k = z.shape[-1]
+                old_mean, old_log_std = old_distribution[:, :k], old_distribution[:, k:]
                 inv_var = inv_std * inv_std
                 difference = mean - old_mean
                 grad_output += difference * inv_var * (kl_coef / n)
-                spread = (th.exp(2.0 * old_log_std) + difference * difference) * inv_var
-                grad_log_std += (1.0 - spread).sum(dim=0) * (kl_coef / n)
-            log_std.grad.copy_(grad_log_std)  # type: ignore[union-attr]
+                spread = (xp.exp(2.0 * old_log_std) + difference * difference) * inv_var
+                grad_log_std += xp.sum(1.0 - spread, axis=0) * (kl_coef / n)
+            self.log_std_grad[...] = grad_log_std
 
-        # Value: d(vf_coef * L_v) / dV_i = vf_coef * 2 (V'_i - R_i) / B where the clipping is inactive
-        values = saved["values"]
-        if clip_range_vf is None:
-            grad_values = (values - batch.returns) * (2.0 * vf_coef / n)
-        else:
-            delta = values - batch.old_values
-            clipped = batch.old_values + th.clamp(delta, -clip_range_vf, clip_range_vf)
-            grad_values = (clipped - batch.returns) * (delta.abs() <= clip_range_vf) * (2.0 * vf_coef / n)
+        # d(vf_coef * L_v) / dV_i = vf_coef * 2 (V'_i - R_i) / B where the value clipping is inactive
+        grad_values = (saved["predicted"] - saved["returns"]) * (2.0 * saved["vf_coef"] / n)
+        if saved["value_mask"] is not None:
+            grad_values = grad_values * saved["value_mask"]
 
-        mlp_backward(self.actor_layers, saved["actor_trace"], grad_output)  # type: ignore[arg-type]
-        mlp_backward(self.critic_layers, saved["critic_trace"], grad_values.unsqueeze(-1))  # type: ignore[arg-type]
+        mlp_backward(self.actor, saved["actor_trace"], grad_output, xp)
+        mlp_backward(self.critic, saved["critic_trace"], grad_values[:, None], xp)
+
+
+def log_softmax(logits: Array, xp: Any) -> Array:
+    """``log softmax`` over the last axis, shape as ``logits``."""
+    shifted = logits - xp.amax(logits, axis=-1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
 
 
 # ---------------------------------------------------------------------------------------------- the backend
@@ -530,8 +581,9 @@ class FastMlp:
         self.obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
 
     def prepare(self) -> None:
-        """Before an update: make sure the flat storage is intact (rebuilding it if not)."""
+        """Before an update: make sure the flat storage is intact (rebuilding it if not), and bind the loss to it."""
         self.flat.ensure()
+        self.closed_form.bind()
 
     def rollout_step(self, noise: th.Tensor) -> Callable[[np.ndarray, int], np.ndarray]:
         """
@@ -540,7 +592,7 @@ class FastMlp:
         ``policy.draw_noise(n_steps, n_envs)``, on the CPU) to raw actions: ``(n_envs, k)`` float32
         (``mean + std * noise``) or ``(n_envs,)`` int64 (``argmax(logits + noise)``).
         """
-        mlp = NumpyMLP(self.closed_form.actor_layers)  # type: ignore[arg-type]
+        mlp = NumpyMLP(self.closed_form.actor_layers)
         obs_dim, noise_array = self.obs_dim, noise.numpy()
         if self.closed_form.normalizer is None:
 
