@@ -1,8 +1,9 @@
 """Throughput of ClippedPPO against Stable-Baselines3's PPO on identical settings (CPU, one torch thread).
 
 Each measurement is one fresh child process that builds a model and times one ``learn`` call, split into rollout
-collection (from ``on_rollout_start`` to ``on_rollout_end``) and the rest (the update, and logging); its peak
-resident memory comes from the operating system (``wait4``). Algorithms alternate A B A B ... for ``--reps``
+collection (from ``on_rollout_start`` to ``on_rollout_end``) and the rest (the update, and logging), with the CPU time
+of the ``learn`` call summed over all the process's threads (about equal to the wall time when it runs on one thread);
+its peak resident memory comes from the operating system (``wait4``). Algorithms alternate A B A B ... for ``--reps``
 repetitions, so that a drift in the machine's speed hits both; the report gives medians and the per-pair ratio
 ClippedPPO / PPO (median and range).
 
@@ -24,6 +25,7 @@ writes ``throughput.json`` and ``throughput.txt`` into ``--out`` (refusing to ov
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,9 +87,11 @@ def child(algo: str, setting: str, timesteps: int, seed: int) -> dict:
             return True
 
     timer = RolloutTimer()
-    start = time.perf_counter()
+    cpu_start, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     model.learn(timesteps, callback=timer)
     learn_s = time.perf_counter() - start
+    cpu_end = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    cpu_s = cpu_end.ru_utime - cpu_start.ru_utime + cpu_end.ru_stime - cpu_start.ru_stime
     return {
         "algo": algo,
         "setting": setting,
@@ -95,6 +99,7 @@ def child(algo: str, setting: str, timesteps: int, seed: int) -> dict:
         "learn_s": learn_s,
         "rollout_s": timer.rollout_s,
         "update_s": learn_s - timer.rollout_s,
+        "cpu_s": cpu_s,
         "steps_per_s": model.num_timesteps / learn_s,
     }
 
@@ -123,7 +128,8 @@ def summarize(runs: list[dict]) -> dict:
         for algo, rs in by_algo.items():
             entry[algo] = {
                 key: statistics.median(r[key] for r in rs)
-                for key in ("steps_per_s", "learn_s", "rollout_s", "update_s", "peak_rss_mib")
+                for key in ("steps_per_s", "learn_s", "rollout_s", "update_s", "cpu_s", "peak_rss_mib")
+                if all(key in r for r in rs)  # cpu_s: not in results recorded before it was measured
             }
             entry[algo]["steps_per_s_all"] = [round(r["steps_per_s"], 1) for r in rs]
         pairs = list(zip(by_algo["clippedppo"], by_algo["ppo"], strict=True))
@@ -144,13 +150,14 @@ def format_report(summary: dict, meta: dict) -> str:
     for setting, entry in summary.items():
         environment = "FakeImageEnv 84x84x4, CnnPolicy" if setting == "cnn" else "HalfCheetah-v4, MlpPolicy"
         lines.append(f"## {setting}: {environment} ({meta['timesteps'][setting]} steps per learn call)")
-        lines.append("| algorithm | steps/s (median) | learn s | rollout s | update s | peak RSS MiB |")
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("| algorithm | steps/s (median) | learn s | rollout s | update s | CPU s (all threads) | peak RSS MiB |")
+        lines.append("|---|---|---|---|---|---|---|")
         for algo in ALGOS:
             e = entry[algo]
+            cpu = f"{e['cpu_s']:.2f}" if "cpu_s" in e else "-"
             lines.append(
                 f"| {algo} | {e['steps_per_s']:.0f} | {e['learn_s']:.2f} | {e['rollout_s']:.2f} | {e['update_s']:.2f} "
-                f"| {e['peak_rss_mib']:.0f} |"
+                f"| {cpu} | {e['peak_rss_mib']:.0f} |"
             )
         for key, label in (("steps_per_s", "steps/s"), ("rollout_s", "rollout time"), ("update_s", "update time")):
             r = entry[f"ratio_{key}"]

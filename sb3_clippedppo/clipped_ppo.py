@@ -7,6 +7,7 @@ callbacks, logging, vectorized environments and ``save``/``load`` are Stable-Bas
 policies lives beside the algorithm, in :mod:`sb3_clippedppo.fast_mlp`.
 """
 
+import contextlib
 import inspect
 import warnings
 from collections import defaultdict
@@ -616,14 +617,12 @@ class ClippedPPO(OnPolicyAlgorithm):
             approx_kl_divs: list[th.Tensor] = []  # of this epoch, as SB3 logs them
             for batch_index, batch in enumerate(self.rollout_buffer.minibatches(self.batch_size)):
                 terms = self._minibatch_loss(batch, coefficients)
-                with th.no_grad():
-                    # k3 estimator of KL(pi_old || pi): mean((r - 1) - log r), unbiased and non-negative
-                    approx_kl = ((terms.ratio - 1) - terms.log_ratio).mean()
-                    stats["policy_loss"].append(terms.policy_loss.detach())
-                    stats["value_loss"].append(terms.value_loss.detach())
-                    stats["entropy_loss"].append(terms.entropy_loss.detach())
-                    stats["clip_fraction"].append(((terms.ratio - 1).abs() > clip_range).float().mean())
-                    approx_kl_divs.append(approx_kl)
+                approx_kl = terms.approx_kl
+                stats["policy_loss"].append(terms.policy_loss.detach())
+                stats["value_loss"].append(terms.value_loss.detach())
+                stats["entropy_loss"].append(terms.entropy_loss.detach())
+                stats["clip_fraction"].append(terms.clip_fraction)
+                approx_kl_divs.append(approx_kl)
                 last_loss = terms.loss
 
                 if self.target_kl is not None and approx_kl.item() > 1.5 * self.target_kl:
@@ -799,11 +798,13 @@ class ClippedPPO(OnPolicyAlgorithm):
         :return: the trained model.
         :raises NonFiniteLossError: when an update meets a NaN or infinite loss.
         """
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=callback,
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        # The fast path's NumPy arithmetic uses as many BLAS threads as torch does (see FastMlp.blas_threads)
+        with self._fast.blas_threads() if self._fast is not None else contextlib.nullcontext():
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=callback,
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )

@@ -40,10 +40,13 @@ The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
 - through ``h = act(z)``, ``z = x W^T + b``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum_i dz_i``, ``dx = dz W``.
 """
 
+import contextlib
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import numpy as np
+import threadpoolctl
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
@@ -52,7 +55,7 @@ from torch import nn
 
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
 from sb3_clippedppo.distributions import LOG_2PI, Categorical, DiagGaussian
-from sb3_clippedppo.losses import LossCoefficients, LossTerms
+from sb3_clippedppo.losses import LossCoefficients, LossTerms, ratio_statistics
 from sb3_clippedppo.normalization import CLIP, NormalizingExtractor
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 
@@ -276,6 +279,7 @@ class FlatParameters:
             optimizer.load_state_dict(regroup_optimizer_state(state, optimizer))
         self.policy.optimizer = optimizer
         self.data, self.grad, self.leaves = data, grad, leaves
+        self._grad_array = grad.numpy() if grad.device.type == "cpu" else None  # for a cheaper norm on the CPU
 
     def intact(self) -> bool:
         """Whether every parameter and gradient is still a view into the flat buffers, and the optimizer uses them."""
@@ -308,7 +312,10 @@ class FlatParameters:
 
         :return: the norm before clipping, as a Python float (NaN or inf when a gradient is not finite).
         """
-        norm = float(th.linalg.vector_norm(self.grad))
+        grad = self._grad_array
+        norm = math.sqrt(float(np.dot(grad, grad))) if grad is not None else math.inf
+        if not math.isfinite(norm):  # on another device, or a float32 overflow of the squares: torch's norm
+            norm = float(th.linalg.vector_norm(self.grad))
         scale = max_norm / (norm + 1e-6)
         if scale < 1.0:
             self.grad.mul_(scale)
@@ -500,7 +507,8 @@ class ClosedFormLoss:
             distribution=distribution, actor_trace=actor_trace, critic_trace=critic_trace, predicted=predicted,
             returns=returns, value_mask=value_mask,
         )  # fmt: skip
-        return LossTerms(*self._tensors(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio))
+        statistics = ratio_statistics(ratio, log_ratio, clip_range)
+        return LossTerms(*self._tensors(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics))
 
     def _rows(self, n: int) -> Array:
         return np.arange(n) if self.xp is np else th.arange(n, device=self.policy.device)
@@ -579,6 +587,18 @@ class FastMlp:
         self.flat = FlatParameters(policy)
         self.closed_form = ClosedFormLoss(policy)
         self.obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
+        self._blas: threadpoolctl.ThreadpoolController | None = None  # created on first use (it scans the libraries)
+
+    def blas_threads(self) -> contextlib.AbstractContextManager:
+        """
+        A context in which NumPy's BLAS library (OpenBLAS in NumPy's wheels) uses at most ``th.get_num_threads()``
+        threads, as torch does: by default it uses every core for the larger matrix products of the rollout actor and
+        the update (and keeps its threads spinning between them), which would overcommit a machine running several
+        trainings and make a comparison with a torch-only algorithm at one thread unfair. Uses ``threadpoolctl``.
+        """
+        if self._blas is None:
+            self._blas = threadpoolctl.ThreadpoolController()
+        return self._blas.limit(limits=th.get_num_threads(), user_api="blas")
 
     def prepare(self) -> None:
         """Before an update: make sure the flat storage is intact (rebuilding it if not), and bind the loss to it."""

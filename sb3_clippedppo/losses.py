@@ -12,7 +12,7 @@ For a minibatch of size ``B`` (Schulman et al. 2017, eq. 9, with the clipped sur
 :mod:`sb3_clippedppo.fast_mlp` computes the same loss with closed-form gradients for MLP policies.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -64,8 +64,23 @@ def normalize_advantages(advantages: th.Tensor) -> th.Tensor:
     return (advantages - mean) / (std + 1e-8)
 
 
+def ratio_statistics(ratio: Any, log_ratio: Any, clip_range: float) -> tuple[Any, Any]:
+    """
+    SB3 PPO's statistics of a minibatch's probability ratios: ``approx_kl``, the k3 estimator of ``KL(pi_old || pi)``,
+    ``mean((r - 1) - log r)`` (unbiased and non-negative; Schulman 2020, "Approximating KL divergence"), and
+    ``clip_fraction``, the fraction of ratios outside ``[1 - clip_range, 1 + clip_range]``. Written with operations that
+    torch tensors and NumPy arrays share, for both.
+
+    :param ratio: ``r = pi(a|s) / pi_old(a|s)``, shape ``(B,)``, without gradient.
+    :param log_ratio: ``log r``, shape ``(B,)``.
+    :param clip_range: the clip range, > 0.
+    :return: ``(approx_kl, clip_fraction)``, scalars of the inputs' type.
+    """
+    return ((ratio - 1.0) - log_ratio).mean(), (abs(ratio - 1.0) > clip_range).sum() / len(ratio)
+
+
 class LossTerms(NamedTuple):
-    """The loss and its parts for one minibatch (scalars), and the ratios for the KL and clip-fraction statistics."""
+    """The loss and its parts for one minibatch (scalars), the ratios, and their statistics (:func:`ratio_statistics`)."""
 
     policy_loss: th.Tensor
     value_loss: th.Tensor
@@ -73,6 +88,8 @@ class LossTerms(NamedTuple):
     loss: th.Tensor
     ratio: th.Tensor  # (B,)
     log_ratio: th.Tensor  # (B,)
+    approx_kl: th.Tensor  # (), no gradient
+    clip_fraction: th.Tensor  # (), no gradient
 
 
 class LossCoefficients(NamedTuple):
@@ -124,4 +141,5 @@ def ppo_loss(
     value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
     entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
     loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
-    return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio)
+    statistics = ratio_statistics(ratio.detach(), log_ratio.detach(), clip_range)
+    return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics)

@@ -181,6 +181,8 @@ def test_throughput_smoke(tmp_path):
     for algo in ("clippedppo", "ppo"):
         assert entry[algo]["steps_per_s"] > 0 and entry[algo]["peak_rss_mib"] > 50
         assert entry[algo]["rollout_s"] + entry[algo]["update_s"] == pytest.approx(entry[algo]["learn_s"])
+        # One thread: the CPU time of learn (all threads) stays near its wall time (NumPy's BLAS is held to one thread)
+        assert 0 < entry[algo]["cpu_s"] < 1.5 * entry[algo]["learn_s"]
     assert entry["ratio_steps_per_s"]["median"] == pytest.approx(
         entry["clippedppo"]["steps_per_s"] / entry["ppo"]["steps_per_s"]
     )
