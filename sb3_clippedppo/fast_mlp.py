@@ -11,9 +11,15 @@ module computes exactly the same update with fewer, larger operations:
   independently (:data:`ELEMENTWISE_OPTIMIZERS`: Adam, AdamW, SGD, ...), for which a flat tensor and separate tensors
   give the same update.
 - **Closed-form gradients** (:class:`ClosedFormLoss`): the loss of :func:`~sb3_clippedppo.losses.ppo_loss` with its
-  gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer.
+  gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer. On the CPU this
+  arithmetic runs in NumPy, on arrays that share memory with the flat buffers and the minibatch (a NumPy operation
+  costs about a third of a torch one, and a minibatch of these networks is some sixty small operations); on a GPU it
+  runs in torch. One implementation serves both: it uses only operations that NumPy and torch spell the same way.
 - **NumPy rollout actor** (:class:`NumpyMLP`): a float32 NumPy copy of the actor for the rollout's per-step actions;
   the rollout's values and log-probabilities are computed afterwards in one batched torch pass.
+
+While ClippedPPO learns, NumPy's BLAS library is held to as many threads as torch uses (:meth:`FastMlp.blas_threads`),
+so that the fast path never uses more cores than the autograd path would.
 
 :func:`unsupported_reason` says where it applies: a policy of this package that SB3's ``MlpExtractor`` builds from
 ``Linear`` layers and Tanh/ReLU/LeakyReLU/ELU activations, on ``FlattenExtractor`` features of a non-image ``Box``
@@ -396,9 +402,15 @@ class ClosedFormLoss:
     :param policy: the policy; its parameters' ``.grad`` must be tensors (:class:`FlatParameters` sees to that) by the
         first :meth:`forward`. Call :meth:`bind` again after parameters, gradients or the observation statistics are
         replaced.
+    :param array_module: ``numpy`` or ``torch`` to choose the arithmetic's library (``numpy`` needs the CPU); default
+        (None): NumPy on the CPU, torch elsewhere.
+    :raises ValueError: for another ``array_module``.
     """
 
-    def __init__(self, policy: ActorCriticPolicy):
+    def __init__(self, policy: ActorCriticPolicy, array_module: Any = None):
+        if array_module not in (None, np, th):
+            raise ValueError(f"array_module must be None, numpy or torch, got {array_module!r}")
+        self.array_module = array_module
         self.policy = policy
         self.actor_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
         self.critic_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.value_net, policy.value_net))
@@ -418,7 +430,8 @@ class ClosedFormLoss:
 
     def bind(self) -> None:
         """Take this loss's views of the parameters, their gradients and the observation statistics."""
-        self.xp = np if self.policy.device.type == "cpu" else th
+        default = np if self.policy.device.type == "cpu" else th
+        self.xp = default if self.array_module is None else self.array_module
 
         def layers(pairs: list[Layer]) -> list[ArrayLayer]:
             return [

@@ -67,7 +67,10 @@ def gradients(policy: ActorCriticPolicy) -> th.Tensor:
 @pytest.mark.parametrize("clip_range_vf", [None, 0.1])
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("objective", ["clip", "kl_penalty"])
-def test_closed_form_gradients_match_autograd(action_space, activation, net_arch, clip_range_vf, normalize, objective):
+@pytest.mark.parametrize("array_module", [np, th], ids=["numpy", "torch"])  # torch: the arithmetic used on a GPU
+def test_closed_form_gradients_match_autograd(
+    action_space, activation, net_arch, clip_range_vf, normalize, objective, array_module
+):
     th.manual_seed(0)
     policy = make_policy(action_space, net_arch=net_arch, activation_fn=activation, ortho_init=False, log_std_init=-0.5)
     batch = make_batch(policy, n=64, seed=1)
@@ -80,7 +83,7 @@ def test_closed_form_gradients_match_autograd(action_space, activation, net_arch
     reference.loss.backward()
     expected = gradients(policy)
 
-    closed_form = ClosedFormLoss(policy)
+    closed_form = ClosedFormLoss(policy, array_module)
     for p in policy.parameters():
         p.grad.fill_(123.0)  # backward overwrites every gradient
     terms = closed_form.forward(batch, advantages, coefficients)
@@ -174,6 +177,8 @@ def test_mlp_layers():
 def test_backward_needs_forward():
     with pytest.raises(RuntimeError, match="forward"):
         ClosedFormLoss(make_policy()).backward()
+    with pytest.raises(ValueError, match="array_module must be None, numpy or torch"):
+        ClosedFormLoss(make_policy(), array_module=pytest)
 
 
 def test_parameters_and_gradients_live_in_flat_buffers():
@@ -251,17 +256,20 @@ def test_optimizer_state_regroups_between_flat_and_per_tensor_storage():
 def test_fast_path_and_autograd_train_alike(env_id, kwargs):
     """Whole runs with n_envs=4, same seed: the same actions (same noise), the same updates, to float32 rounding."""
 
-    def train(fast_path):
+    def train(fast_path, array_module=None):
         model = ClippedPPO("MlpPolicy", make_vec_env(env_id, n_envs=4, seed=0), n_steps=64, batch_size=64, n_epochs=3,
                            seed=0, fast_path=fast_path, **kwargs)  # fmt: skip
         assert model.uses_fast_path is fast_path
+        if array_module is not None:  # the fast path's arithmetic in torch, as on a GPU
+            model._fast.closed_form.array_module = array_module
         model.learn(1024)
         return model.policy.parameters_to_vector()
 
-    fast, plain = train(True), train(False)
+    fast, fast_torch, plain = train(True), train(True, th), train(False)
     initial = ClippedPPO("MlpPolicy", make_vec_env(env_id, n_envs=4), n_steps=64, seed=0, **kwargs)
     assert np.abs(fast - initial.policy.parameters_to_vector()).max() > 1e-3  # they did train
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(fast_torch, plain, rtol=0, atol=1e-5)
 
 
 def test_numpy_blas_uses_as_many_threads_as_torch_during_learn():
