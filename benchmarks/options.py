@@ -59,11 +59,11 @@ OPTIONS: dict[str, dict[str, list[str]]] = {
     },
     "normalize_observations": {
         "HalfCheetah-v4": [
-            "normalize:\"dict(norm_obs=False, norm_reward=True)\"",
+            'normalize:"dict(norm_obs=False, norm_reward=True)"',
             f"policy_kwargs:'{HALFCHEETAH_POLICY}, normalize_observations=True)'",
         ],
         "dm_control/walker-walk-v0": [
-            "normalize:\"dict(norm_obs=False, norm_reward=True)\"",
+            'normalize:"dict(norm_obs=False, norm_reward=True)"',
             f"policy_kwargs:'{WALKER_POLICY}, normalize_observations=True)'",
         ],
     },
