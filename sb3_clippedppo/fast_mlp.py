@@ -429,9 +429,18 @@ class ClosedFormLoss:
         return [th.from_numpy(np.asarray(a)) for a in arrays] if self.xp is np else list(arrays)
 
     def bind(self) -> None:
-        """Take this loss's views of the parameters, their gradients and the observation statistics."""
-        default = np if self.policy.device.type == "cpu" else th
-        self.xp = default if self.array_module is None else self.array_module
+        """
+        Take this loss's views of the parameters, their gradients and the observation statistics.
+
+        :raises ValueError: for ``array_module=numpy`` with the policy on another device than the CPU.
+        :raises RuntimeError: when a parameter has no ``.grad`` tensor.
+        """
+        on_cpu = self.policy.device.type == "cpu"
+        if self.array_module is np and not on_cpu:
+            raise ValueError(f"array_module=numpy needs the policy on the CPU, it is on {self.policy.device}")
+        self.xp = (np if on_cpu else th) if self.array_module is None else self.array_module
+        if any(p.grad is None for p in self.policy.parameters()):
+            raise RuntimeError("ClosedFormLoss writes into the parameters' .grad tensors: create them first (FlatParameters)")
 
         def layers(pairs: list[Layer]) -> list[ArrayLayer]:
             return [

@@ -179,6 +179,9 @@ def test_backward_needs_forward():
         ClosedFormLoss(make_policy()).backward()
     with pytest.raises(ValueError, match="array_module must be None, numpy or torch"):
         ClosedFormLoss(make_policy(), array_module=pytest)
+    policy = make_policy()
+    with pytest.raises(RuntimeError, match="grad"):  # a fresh policy has no .grad tensors yet
+        ClosedFormLoss(policy).bind()
 
 
 def test_parameters_and_gradients_live_in_flat_buffers():
