@@ -10,7 +10,8 @@ driver writes them where the Zoo would, ``OUT/<algo>/<env>_<n>/``, with a record
 machine it ran on) and its log in ``OUT/_logs/``.
 
 Without ``--address``, Ray starts on this machine with ``--jobs`` CPUs; ``--address auto`` or ``--address HOST:PORT``
-uses a running cluster (``--jobs`` then caps the runs in flight). Re-running skips finished runs. A failing run, or
+uses a running cluster (``--jobs`` then caps the runs in flight); ``--no-ray`` runs ``--jobs`` runs at a time on this
+machine without Ray (for a machine where it is not installed; same outputs). Re-running skips finished runs. A failing run, or
 one whose worker dies, is retried by Ray (``--retries``), then recorded as failed with its log; a later sweep tries it
 again, after moving the earlier attempt's record and log to ``OUT/_interrupted/``.
 
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,21 +119,35 @@ class RunFailed(Exception):
         return RunFailed, (self.args[0], self.log, self.node)
 
 
+def node_info() -> dict[str, str | None]:
+    """This process's node: hostname, IP and Ray node id (IP from the hostname and id None outside Ray)."""
+    hostname = socket.gethostname()
+    try:
+        import ray
+    except ImportError:
+        ray = None
+    if ray is not None and ray.is_initialized():
+        return {"hostname": hostname, "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
+    try:
+        ip = socket.gethostbyname(hostname)
+    except OSError:
+        ip = None
+    return {"hostname": hostname, "ip": ip, "node_id": None}
+
+
 def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) -> dict[str, Any]:
     """
-    The Ray task: one ``rl_zoo3.train`` run in a scratch folder of this node, with one torch thread.
+    One run (a Ray task, or a thread's work with ``--no-ray``): ``rl_zoo3.train`` in a scratch folder of this node,
+    with one torch thread.
 
     :param zoo_args: the Zoo's arguments, without ``-f`` and ``-conf``.
     :param conf: ``(file name, text)`` of the hyperparameter file for ``-conf``, or None for the Zoo's default file.
     :param keep_models: also return the model zips.
     :return: ``files`` (path in the Zoo's run folder -> content), ``log`` (gzipped output), ``started`` (epoch
-        seconds), ``wall_clock_s``, ``node`` (hostname, IP, Ray node id) and ``machine`` (:func:`machine_info`).
-    :raises RunFailed: when the training exits with an error (Ray retries the task).
+        seconds), ``wall_clock_s``, ``node`` (:func:`node_info`) and ``machine`` (:func:`machine_info`).
+    :raises RunFailed: when the training exits with an error (retried up to ``--retries`` times).
     """
-    import ray
-
-    node = {"hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
-            "node_id": ray.get_runtime_context().get_node_id()}  # fmt: skip
+    node = node_info()
     with tempfile.TemporaryDirectory(prefix="zoo-run-") as scratch:
         command = [sys.executable, "-m", "rl_zoo3.train", *zoo_args, "-f", os.path.join(scratch, "logs")]
         if conf is not None:
@@ -222,6 +239,65 @@ def write_outputs(job: Job, args: argparse.Namespace, outcome: dict[str, Any] | 
     return record
 
 
+def ray_outcomes(todo: list[Job], conf: tuple[str, str], args: argparse.Namespace, cap: int) -> Iterator[Any]:
+    """
+    Run the jobs as Ray tasks (on this machine, or the cluster at ``--address``).
+
+    :return: a generator that yields the number of runs at a time first, then ``(job, outcome)`` as runs end, where
+        ``outcome`` is what :func:`train` returned or the error that ended the run after Ray's retries.
+    """
+    import ray
+
+    if args.address:
+        ray.init(address=args.address, runtime_env=RUNTIME_ENV, logging_level="WARNING")
+    else:
+        ray.init(address="local", num_cpus=cap, runtime_env=RUNTIME_ENV, logging_level="WARNING", include_dashboard=False)
+    try:
+        yield min(cap, int(ray.cluster_resources().get("CPU", 1)))
+        task = ray.remote(train).options(num_cpus=1, max_retries=args.retries, retry_exceptions=[RunFailed])
+        queue, pending = list(todo), {}
+        while queue or pending:
+            while queue and len(pending) < cap:
+                job = queue.pop(0)
+                job_conf = conf if job.algo in SHARED_CONFIG_ALGOS else None
+                pending[task.remote(job.zoo_args(args), job_conf, args.keep_models)] = job
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ref)
+            try:
+                yield job, ray.get(ref)
+            except (RunFailed, ray.exceptions.RayError) as error:
+                yield job, getattr(error, "cause", None) or error  # Ray wraps the task's exception
+    finally:
+        ray.shutdown()
+
+
+def local_outcomes(todo: list[Job], conf: tuple[str, str], args: argparse.Namespace, cap: int) -> Iterator[Any]:
+    """
+    Run the jobs on this machine without Ray (``--no-ray``): ``cap`` threads, each waiting on its run's process.
+
+    Same outputs and retries as :func:`ray_outcomes`, for a machine where Ray is not installed.
+
+    :return: a generator that yields ``cap`` first, then ``(job, outcome)`` as runs end.
+    """
+
+    def attempt(job: Job) -> dict[str, Any] | Exception:
+        job_conf = conf if job.algo in SHARED_CONFIG_ALGOS else None
+        failures = 0
+        while True:
+            try:
+                return train(job.zoo_args(args), job_conf, args.keep_models)
+            except RunFailed as error:
+                failures += 1
+                if failures > args.retries:
+                    return error
+
+    with ThreadPoolExecutor(max_workers=cap) as pool:
+        yield cap
+        futures = {pool.submit(attempt, job): job for job in todo}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
 def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
     """
     Run the unfinished jobs as Ray tasks and write their outputs; returns the records of all jobs, in order.
@@ -229,7 +305,6 @@ def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
     :param jobs: the runs of the sweep (finished ones are skipped).
     :param args: the parsed options of :func:`parser` (address, jobs, retries, evaluation, hyperparameter file, ...).
     """
-    import ray
     from tqdm import tqdm
 
     todo = [job for job in jobs if not job.is_finished()]
@@ -252,28 +327,13 @@ def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
     for job in todo:
         set_aside(job)
     conf = (args.conf.name, args.conf.read_text())
-    if args.address:
-        ray.init(address=args.address, runtime_env=RUNTIME_ENV, logging_level="WARNING")
-    else:
-        ray.init(address="local", num_cpus=args.jobs or os.cpu_count(), runtime_env=RUNTIME_ENV, logging_level="WARNING",
-                 include_dashboard=False)  # fmt: skip
+    cap = args.jobs or (len(todo) if args.address else os.cpu_count() or 1)
+    outcomes = local_outcomes(todo, conf, args, cap) if args.no_ray else ray_outcomes(todo, conf, args, cap)
+    failed = 0
     try:
-        cap = args.jobs or len(todo)
-        parallel = min(cap, int(ray.cluster_resources().get("CPU", 1)))
-        task = ray.remote(train).options(num_cpus=1, max_retries=args.retries, retry_exceptions=[RunFailed])
-        queue, pending, failed = list(todo), {}, 0
+        parallel = next(outcomes)
         with tqdm(total=len(todo), unit="run", desc=f"sweep ({parallel} at a time)", dynamic_ncols=True) as bar:
-            while queue or pending:
-                while queue and len(pending) < cap:
-                    job = queue.pop(0)
-                    job_conf = conf if job.algo in SHARED_CONFIG_ALGOS else None
-                    pending[task.remote(job.zoo_args(args), job_conf, args.keep_models)] = job
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                job = pending.pop(ref)
-                try:
-                    outcome = ray.get(ref)
-                except (RunFailed, ray.exceptions.RayError) as error:
-                    outcome = getattr(error, "cause", None) or error  # Ray wraps the task's exception
+            for job, outcome in outcomes:
                 record = write_outputs(job, args, outcome, parallel)
                 failed += record["status"] == "failed"
                 where = (record.get("node") or {}).get("hostname", "unknown node")
@@ -281,7 +341,7 @@ def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
                 bar.set_postfix(failed=failed)
                 bar.update(1)
     finally:
-        ray.shutdown()
+        outcomes.close()
         for lock in locks:
             lock.close()
     return [job.record() for job in jobs]  # type: ignore[misc]
@@ -301,6 +361,7 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (the Zoo's log folder)")
     parser.add_argument("--address", help="a running Ray cluster ('auto' or HOST:PORT); default: start Ray here")
     parser.add_argument("--jobs", type=int, help="runs at a time (default: this machine's cores, or all the cluster's)")
+    parser.add_argument("--no-ray", action="store_true", help="run on this machine without Ray (threads and processes)")
     parser.add_argument("--retries", type=int, default=2, help="Ray's retries of a failed run before it counts as failed")
     parser.add_argument("--keep-models", action="store_true", help="also bring back the model zips")
     parser.add_argument(
@@ -324,6 +385,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     """
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be >= 1, not {args.jobs}")
+    if args.no_ray and args.address:
+        parser.error("--no-ray runs on this machine: it takes no --address")
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, not {args.retries}")
     if not args.conf.is_file():

@@ -44,6 +44,21 @@ def test_rerun_skips_finished_runs(sweep):
     assert records_of(out) == records
 
 
+def test_sweep_without_ray(tmp_path):
+    # A `ray` that cannot be imported, first on the path of the driver and of the runs it starts
+    (tmp_path / "no_ray").mkdir()
+    (tmp_path / "no_ray" / "ray.py").write_text("raise ImportError('ray is not installed here')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "no_ray"), str(ROOT)])}
+    out = tmp_path / "sweep"
+    process = sweep_command([*SWEEP_ARGS, "--no-ray", "--jobs", "2", "--out", str(out)], env=env)
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-5000:]
+    assert "sweep (2 at a time)" in output and "4/4" in output
+    records = records_of(out)
+    check_zoo_layout(out, records, on_ray=False)
+    assert {r["node"]["hostname"] for r in records.values()} == {socket.gethostname()}
+
+
 def test_failing_runs_are_retried_then_recorded_with_their_log(tmp_path):
     # PPO has no vf_learning_rate: its run fails every time. ClippedPPO's first attempt is killed: Ray runs it again.
     out = tmp_path / "sweep"
@@ -85,7 +100,8 @@ def test_failing_runs_are_retried_then_recorded_with_their_log(tmp_path):
 
 def test_bad_arguments_are_rejected(tmp_path, capsys):
     for bad, message in ((["--jobs", "0"], "--jobs must be >= 1"), (["--retries", "-1"], "--retries must be >= 0"),
-                         (["--conf", str(tmp_path / "none.yml")], "--conf")):  # fmt: skip
+                         (["--conf", str(tmp_path / "none.yml")], "--conf"),
+                         (["--no-ray", "--address", "auto"], "--no-ray runs on this machine")):  # fmt: skip
         with pytest.raises(SystemExit):
             run.main(["--out", str(tmp_path), *bad])
         assert message in capsys.readouterr().err
