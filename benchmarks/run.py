@@ -122,10 +122,7 @@ class RunFailed(Exception):
 def node_info() -> dict[str, str | None]:
     """This process's node: hostname, IP and Ray node id (IP from the hostname and id None outside Ray)."""
     hostname = socket.gethostname()
-    try:
-        import ray
-    except ImportError:
-        ray = None
+    ray = sys.modules.get("ray")  # imported in a Ray worker; never imported here (threads of --no-ray call this too)
     if ray is not None and ray.is_initialized():
         return {"hostname": hostname, "ip": ray.util.get_node_ip_address(), "node_id": ray.get_runtime_context().get_node_id()}
     try:
