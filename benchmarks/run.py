@@ -297,7 +297,8 @@ def local_outcomes(todo: list[Job], conf: tuple[str, str], args: argparse.Namesp
 
 def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
     """
-    Run the unfinished jobs as Ray tasks and write their outputs; returns the records of all jobs, in order.
+    Run the unfinished jobs (Ray tasks, or threads with ``--no-ray``) and write their outputs; returns the records of all
+    jobs, in order.
 
     :param jobs: the runs of the sweep (finished ones are skipped).
     :param args: the parsed options of :func:`parser` (address, jobs, retries, evaluation, hyperparameter file, ...).
@@ -359,7 +360,7 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--address", help="a running Ray cluster ('auto' or HOST:PORT); default: start Ray here")
     parser.add_argument("--jobs", type=int, help="runs at a time (default: this machine's cores, or all the cluster's)")
     parser.add_argument("--no-ray", action="store_true", help="run on this machine without Ray (threads and processes)")
-    parser.add_argument("--retries", type=int, default=2, help="Ray's retries of a failed run before it counts as failed")
+    parser.add_argument("--retries", type=int, default=2, help="retries of a failed run before it counts as failed")
     parser.add_argument("--keep-models", action="store_true", help="also bring back the model zips")
     parser.add_argument(
         "--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo"
