@@ -134,7 +134,8 @@ def test_dm_control_walker_walk_trains(tmp_path):
     run_dir = tmp_path / "logs" / "clippedppo" / "dm_control-walker-walk-v0_1"
     config = dict(yaml.load((run_dir / "dm_control-walker-walk-v0" / "config.yml").read_text(), Loader=yaml.UnsafeLoader))
     shipped = yaml.load(zoo.hyperparams_path().read_text(), Loader=yaml.UnsafeLoader)["dm_control/walker-walk-v0"]
-    for key in ("n_steps", "batch_size", "learning_rate", "policy_objective", "kl_coef", "target_kl", "policy_kwargs"):
+    keys = ("n_steps", "batch_size", "learning_rate", "policy_objective", "kl_coef", "target_kl", "recompute_advantages")
+    for key in (*keys, "normalize", "policy_kwargs"):
         assert config[key] == shipped[key], key
     assert (run_dir / "dm_control-walker-walk-v0.zip").exists()
 
