@@ -1,6 +1,7 @@
 """The HalfCheetah-v4 candidates' numbers in the READMEs (issue 11): final returns, IQM and probability of improvement
 (rliable, as ``benchmarks.report`` computes them) against SB3 PPO and plain ClippedPPO (the sweep, seeds 0-4) and against
-plain ClippedPPO on the candidates' own seeds 5-9 (``control_plain_seeds5-9/``).
+plain ClippedPPO on the candidates' own seeds 5-9 (``control_plain_seeds5-9/``); then the full-budget screens (1M steps on
+seeds 0 and 1, stopped there when behind), seed by seed against plain ClippedPPO on the same seeds.
 
 Run from the repository root: ``python -m benchmarks.results.search.halfcheetah.compare``.
 """
@@ -20,15 +21,24 @@ CANDIDATES = {
     "kl_adaptive_lr": HERE / "validation_kl_adaptive_lr",
     "kl_adaptive_lr + normalize_observations": HERE / "validation_kl_adaptive_lr_normobs",
 }
+SCREENS = {
+    "ortho_init=True": HERE / "validation_ortho_init",
+    "gamma 0.99, gae_lambda 0.95": HERE / "screen_gamma099",
+}
 
 
-def finals(sweep: Path, algo: str = "clippedppo") -> np.ndarray:
-    """Final returns (last evaluation) of a sweep's HalfCheetah-v4 runs, ordered by seed."""
+def finals_by_seed(sweep: Path, algo: str = "clippedppo") -> dict[int, float]:
+    """Final return (mean of the last evaluation's episodes) of each finished HalfCheetah-v4 run of a sweep, by seed."""
     by_seed = {}
     for path in (sweep / "_runs").glob(f"{algo}__HalfCheetah-v4__seed*.json"):
         record = json.loads(path.read_text())
-        by_seed[record["seed"]] = np.load(sweep / record["run_dir"] / "evaluations.npz")["results"][-1].mean()
-    return np.array([by_seed[seed] for seed in sorted(by_seed)])
+        by_seed[record["seed"]] = float(np.load(sweep / record["run_dir"] / "evaluations.npz")["results"][-1].mean())
+    return dict(sorted(by_seed.items()))
+
+
+def finals(sweep: Path, algo: str = "clippedppo") -> np.ndarray:
+    """Final returns of a sweep's HalfCheetah-v4 runs, ordered by seed."""
+    return np.array(list(finals_by_seed(sweep, algo).values()))
 
 
 def main() -> None:
@@ -47,6 +57,11 @@ def main() -> None:
     for pair, value in estimates["probability_of_improvement"].items():
         low, high = estimates["probability_of_improvement_ci"][pair]
         print(f"P({pair.replace(',', ' > ')}) = {value:.2f} [{low:.2f}, {high:.2f}]")
+    plain = finals_by_seed(RESULTS / "sweep")
+    for name, folder in SCREENS.items():
+        screened = finals_by_seed(folder)
+        pairs = ", ".join(f"seed {seed}: {value:.0f} vs {plain[seed]:.0f}" for seed, value in screened.items())
+        print(f"screen {name} (vs plain ClippedPPO on the same seed): {pairs}")
 
 
 if __name__ == "__main__":
