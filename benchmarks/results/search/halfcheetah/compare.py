@@ -29,6 +29,7 @@ SCREENS = {
     "gamma 0.99, gae_lambda 0.95": HERE / "screen_gamma099",
     "pi 64x64, vf 256x256, tanh": HERE / "screen_network",
     "log_std_init=-0.69": HERE / "screen_log_std",
+    "n_epochs 40": HERE / "screen_epochs40",
 }
 
 
