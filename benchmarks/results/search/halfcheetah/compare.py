@@ -30,6 +30,7 @@ SCREENS = {
     "pi 64x64, vf 256x256, tanh": HERE / "screen_network",
     "log_std_init=-0.69": HERE / "screen_log_std",
     "n_epochs 40": HERE / "screen_epochs40",
+    "clip_range 0.05": HERE / "screen_clip005",
 }
 
 
