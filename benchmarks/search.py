@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 # The settings shipped when the committed studies ran (the walker entry has since gained normalize_observations and
-# recompute_advantages), in the sampler's own parameter names (``sb3_clippedppo.zoo.sample_clippedppo_params``)
+# recompute_advantages, the HalfCheetah entry a learning rate decaying linearly from 8e-5), in the sampler's own
+# parameter names (``sb3_clippedppo.zoo.sample_clippedppo_params``)
 SHIPPED = {
     "HalfCheetah-v4": dict(
         n_steps_pow=9, batch_size_pow=6, one_minus_gamma=0.02, one_minus_gae_lambda=0.08, learning_rate=2.0633e-05,

@@ -1,10 +1,12 @@
 """The HalfCheetah-v4 candidates' numbers in the READMEs (issue 11): final returns, IQM and probability of improvement
 (rliable, as ``benchmarks.report`` computes them) against SB3 PPO and plain ClippedPPO (the sweep, seeds 0-4) and against
 plain ClippedPPO on the candidates' own seeds 5-9 (``control_plain_seeds5-9/``); then the full-budget screens (1M steps on
-seeds 0 and 1, stopped there when behind), seed by seed against plain ClippedPPO on the same seeds; each with the mean of
-the last five evaluations per seed; last, what the targets ask for: the shift of plain ClippedPPO's five final returns
-that brings their IQM to 6000, and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95% lower bound
-above 0.5. The shifted returns are hypothetical scores, not results.
+seeds 0 and 1, stopped there when behind; and ``learning_rate: 4e-5``, stopped after two of its seeds 5-9), seed by seed
+against plain ClippedPPO on the same seeds; each with the mean of the last five evaluations per seed; then the
+learning-rate screen's partial runs (``lr_screen/partial/``), each against plain ClippedPPO on the same seed at the same
+step; last, what the targets ask for: the shift of plain ClippedPPO's five final returns that brings their IQM to 6000,
+and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95% lower bound above 0.5. The shifted returns
+are hypothetical scores, not results.
 
 Run from the repository root: ``python -m benchmarks.results.search.halfcheetah.compare``.
 """
@@ -13,6 +15,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from benchmarks.common import ROOT
 from benchmarks.report import rliable_estimates
@@ -20,9 +23,10 @@ from benchmarks.report import rliable_estimates
 RESULTS = ROOT / "benchmarks" / "results"
 HERE = Path(__file__).parent
 CANDIDATES = {
-    "normalize_observations": RESULTS / "tuned",
+    "normalize_observations": HERE / "validation_normobs",
     "kl_adaptive_lr": HERE / "validation_kl_adaptive_lr",
     "kl_adaptive_lr + normalize_observations": HERE / "validation_kl_adaptive_lr_normobs",
+    "learning_rate lin_8e-5 (shipped)": RESULTS / "tuned",
 }
 SCREENS = {
     "ortho_init=True": HERE / "validation_ortho_init",
@@ -47,6 +51,24 @@ def finals_by_seed(sweep: Path, algo: str = "clippedppo", last: int = 1) -> dict
 def finals(sweep: Path, algo: str = "clippedppo") -> np.ndarray:
     """Final returns of a sweep's HalfCheetah-v4 runs, ordered by seed."""
     return np.array(list(finals_by_seed(sweep, algo).values()))
+
+
+def seed_of(run_dir: Path) -> int:
+    """The seed a Zoo run folder was trained with (its saved ``args.yml``)."""
+    return int(yaml.load((run_dir / "HalfCheetah-v4" / "args.yml").read_text(), Loader=yaml.UnsafeLoader)["seed"])
+
+
+def print_partial_screen() -> None:
+    """Each run of ``lr_screen/partial/``: steps reached, last evaluation and mean of the last five, against plain
+    ClippedPPO (the sweep) on the same seed at the same step."""
+    plain = {}
+    for path in (RESULTS / "sweep" / "clippedppo").glob("HalfCheetah-v4_*"):
+        plain[seed_of(path)] = np.load(path / "evaluations.npz")["results"].mean(axis=1)
+    for run_dir in sorted((HERE / "lr_screen" / "partial").iterdir()):
+        curve = np.load(run_dir / "evaluations.npz")["results"].mean(axis=1)
+        reference, n = plain[seed_of(run_dir)], len(curve)
+        print(f"lr screen {run_dir.name}: {20 * n}k steps, last {curve[-1]:.0f} vs plain {reference[n - 1]:.0f}, "
+              f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
 
 
 def main() -> None:
@@ -76,6 +98,11 @@ def main() -> None:
             for seed, value in screened.items()
         )
         print(f"screen {name} (vs plain ClippedPPO on the same seed): {pairs}")
+    control = finals_by_seed(HERE / "control_plain_seeds5-9")
+    stopped = finals_by_seed(HERE / "validation_lr_4e-5")
+    pairs = ", ".join(f"seed {seed}: {value:.0f} vs {control[seed]:.0f}" for seed, value in stopped.items())
+    print(f"learning_rate 4e-5 on seeds 5-9, stopped (vs plain ClippedPPO on the same seed): {pairs}")
+    print_partial_screen()
     sb3, plain_scores = scores["SB3 PPO (seeds 0-4)"], scores["ClippedPPO (seeds 0-4)"]
     # The IQM of returns shifted by a constant is the IQM shifted by it: only P needs a bootstrap per shift.
     iqm_shift = 6000 - estimates["iqm"]["ClippedPPO (seeds 0-4)"]
