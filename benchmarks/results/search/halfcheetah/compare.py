@@ -1,7 +1,8 @@
 """The HalfCheetah-v4 candidates' numbers in the READMEs (issue 11): final returns, IQM and probability of improvement
 (rliable, as ``benchmarks.report`` computes them) against SB3 PPO and plain ClippedPPO (the sweep, seeds 0-4) and against
 plain ClippedPPO on the candidates' own seeds 5-9 (``control_plain_seeds5-9/``); then the full-budget screens (1M steps on
-seeds 0 and 1, stopped there when behind; and ``learning_rate: 4e-5``, stopped after two of its seeds 5-9), seed by seed
+seeds 0 and 1, stopped there when behind; and ``learning_rate: 4e-5``, stopped after two of its seeds 5-9; and the re-run of
+``learning_rate: lin_8e-5`` on seeds 0-2 with its mean gain over all its paired seeds), seed by seed
 against plain ClippedPPO on the same seeds; each with the mean of the last five evaluations per seed; then the
 learning-rate screen's partial runs (``lr_screen/partial/``), each against plain ClippedPPO on the same seed at the same
 step; last, what the targets ask for: the shift of plain ClippedPPO's five final returns that brings their IQM to 6000,
@@ -102,6 +103,11 @@ def main() -> None:
     stopped = finals_by_seed(HERE / "validation_lr_4e-5")
     pairs = ", ".join(f"seed {seed}: {value:.0f} vs {control[seed]:.0f}" for seed, value in stopped.items())
     print(f"learning_rate 4e-5 on seeds 5-9, stopped (vs plain ClippedPPO on the same seed): {pairs}")
+    rerun, shipped = finals_by_seed(HERE / "lr_lin8e-5"), finals_by_seed(RESULTS / "tuned")
+    pairs = ", ".join(f"seed {seed}: {value:.0f} vs {plain[seed]:.0f}" for seed, value in rerun.items())
+    print(f"learning_rate lin_8e-5 re-run on seeds 0-2 (vs plain ClippedPPO on the same seed): {pairs}")
+    gains = [rerun[seed] - plain[seed] for seed in rerun] + [shipped[seed] - control[seed] for seed in shipped]
+    print(f"learning_rate lin_8e-5, mean gain over plain ClippedPPO on {len(gains)} paired seeds: {np.mean(gains):+.0f}")
     print_partial_screen()
     sb3, plain_scores = scores["SB3 PPO (seeds 0-4)"], scores["ClippedPPO (seeds 0-4)"]
     # The IQM of returns shifted by a constant is the IQM shifted by it: only P needs a bootstrap per shift.
