@@ -1,13 +1,13 @@
 """The HalfCheetah-v4 candidates' numbers in the READMEs (issue 11): final returns, IQM and probability of improvement
 (rliable, as ``benchmarks.report`` computes them) against SB3 PPO and plain ClippedPPO (the sweep, seeds 0-4) and against
 plain ClippedPPO on the candidates' own seeds 5-9 (``control_plain_seeds5-9/``); then the full-budget screens (1M steps on
-seeds 0 and 1, stopped there when behind; and ``learning_rate: 4e-5``, stopped after two of its seeds 5-9; and the re-run of
-``learning_rate: lin_8e-5`` on seeds 0-2 with its mean gain over all its paired seeds), seed by seed
-against plain ClippedPPO on the same seeds; each with the mean of the last five evaluations per seed; then the
-learning-rate screen's partial runs (``lr_screen/partial/``), each against plain ClippedPPO on the same seed at the same
-step; last, what the targets ask for: the shift of plain ClippedPPO's five final returns that brings their IQM to 6000,
-and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95% lower bound above 0.5. The shifted returns
-are hypothetical scores, not results.
+seeds 0 and 1, stopped there when behind, or continued to seeds 2-4 as the 512x512 networks were; and
+``learning_rate: 4e-5``, stopped after two of its seeds 5-9; and the re-run of ``learning_rate: lin_8e-5`` on seeds 0-2
+with its mean gain over all its paired seeds), seed by seed against plain ClippedPPO on the same seeds; each with the mean
+of the last five evaluations per seed; then the learning-rate screen's partial runs (``lr_screen/partial/``), each against
+plain ClippedPPO on the same seed at the same step; last, what the targets ask for: the shift of plain ClippedPPO's five
+final returns that brings their IQM to 6000, and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95%
+lower bound above 0.5. The shifted returns are hypothetical scores, not results.
 
 Run from the repository root: ``python -m benchmarks.results.search.halfcheetah.compare``.
 """
@@ -28,6 +28,7 @@ CANDIDATES = {
     "kl_adaptive_lr": HERE / "validation_kl_adaptive_lr",
     "kl_adaptive_lr + normalize_observations": HERE / "validation_kl_adaptive_lr_normobs",
     "learning_rate lin_8e-5 (shipped)": RESULTS / "tuned",
+    "pi and vf 512x512 (seeds 0-4)": HERE / "screen_wide512",
 }
 SCREENS = {
     "ortho_init=True": HERE / "validation_ortho_init",
@@ -36,6 +37,7 @@ SCREENS = {
     "log_std_init=-0.69": HERE / "screen_log_std",
     "n_epochs 40": HERE / "screen_epochs40",
     "clip_range 0.05": HERE / "screen_clip005",
+    "pi and vf 512x512": HERE / "screen_wide512",
 }
 
 
