@@ -73,3 +73,7 @@ def test_tuned_section_reports_targets_and_time_to_return():
     assert "| SB3 PPO | 15.0 | 3/3 |" in text and "| ClippedPPO | 6.0 | 3/3 |" in text
     assert "| ClippedPPO + tuned | 6.0 | 2/3 | 6.0, -, 3.0 |" in text
     assert numbers["minutes_to_return"]["clippedppo[tuned]"] == [6.0, None, 3.0]
+    assert "The search's evidence for HalfCheetah-v4 (every candidate tried" in text and report.SEARCH_EVIDENCE in text
+    numbers.update(iqm={"clippedppo[tuned]": 6100.0}, probability_of_improvement_ci={"clippedppo[tuned],ppo": [0.6, 1.0]})
+    text = "\n".join(report.tuned_section("HalfCheetah-v4", rows, numbers))
+    assert "IQM is 6100, met" in text and "0.90 [0.60, 1.00], met" in text and "search's evidence" not in text
