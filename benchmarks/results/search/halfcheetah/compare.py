@@ -56,6 +56,11 @@ def finals(sweep: Path, algo: str = "clippedppo") -> np.ndarray:
     return np.array(list(finals_by_seed(sweep, algo).values()))
 
 
+def paired(values: dict[int, float], reference: dict[int, float]) -> str:
+    """``seed s: value vs reference`` for each seed of ``values``."""
+    return ", ".join(f"seed {seed}: {value:.0f} vs {reference[seed]:.0f}" for seed, value in values.items())
+
+
 def seed_of(run_dir: Path) -> int:
     """The seed a Zoo run folder was trained with (its saved ``args.yml``)."""
     return int(yaml.load((run_dir / "HalfCheetah-v4" / "args.yml").read_text(), Loader=yaml.UnsafeLoader)["seed"])
@@ -103,11 +108,9 @@ def main() -> None:
         print(f"screen {name} (vs plain ClippedPPO on the same seed): {pairs}")
     control = finals_by_seed(HERE / "control_plain_seeds5-9")
     stopped = finals_by_seed(HERE / "validation_lr_4e-5")
-    pairs = ", ".join(f"seed {seed}: {value:.0f} vs {control[seed]:.0f}" for seed, value in stopped.items())
-    print(f"learning_rate 4e-5 on seeds 5-9, stopped (vs plain ClippedPPO on the same seed): {pairs}")
+    print(f"learning_rate 4e-5 on seeds 5-9, stopped (vs plain ClippedPPO on the same seed): {paired(stopped, control)}")
     rerun, shipped = finals_by_seed(HERE / "lr_lin8e-5"), finals_by_seed(RESULTS / "tuned")
-    pairs = ", ".join(f"seed {seed}: {value:.0f} vs {plain[seed]:.0f}" for seed, value in rerun.items())
-    print(f"learning_rate lin_8e-5 re-run on seeds 0-2 (vs plain ClippedPPO on the same seed): {pairs}")
+    print(f"learning_rate lin_8e-5 re-run on seeds 0-2 (vs plain ClippedPPO on the same seed): {paired(rerun, plain)}")
     gains = [rerun[seed] - plain[seed] for seed in rerun] + [shipped[seed] - control[seed] for seed in shipped]
     print(f"learning_rate lin_8e-5, mean gain over plain ClippedPPO on {len(gains)} paired seeds: {np.mean(gains):+.0f}")
     print_partial_screen()
