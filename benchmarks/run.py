@@ -89,7 +89,7 @@ class Job:
         """
         zoo_args = ["--algo", self.algo, "--env", self.env, "--seed", str(self.seed), "--eval-freq", str(args.eval_freq),
                     "--eval-episodes", str(args.eval_episodes), "--num-threads", "1", "--log-interval",
-                    str(args.log_interval), "--device", "cpu"]  # fmt: skip
+                    str(args.log_interval), "--device", args.device]  # fmt: skip
         if self.env.startswith("dm_control/"):
             zoo_args += ["--gym-packages", "shimmy"]
         if args.n_timesteps:
@@ -370,6 +370,9 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--log-interval", type=int, default=20, help="iterations between logger dumps")
     parser.add_argument("--hyperparams", nargs="+", default=[], help="extra Zoo overrides, key:value")
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda", "auto"), default="cpu", help="torch device of every run (the Zoo's --device)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the commands and what would be skipped")
     return parser
 

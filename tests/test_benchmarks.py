@@ -116,6 +116,9 @@ def test_dry_run_lists_commands(sweep, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert sum(line.endswith("finished already: skipped") for line in lines) == 2
     assert sum("would run: python -m rl_zoo3.train" in line and "--seed 7" in line for line in lines) == 2
+    assert all("--device cpu" in line for line in lines if "would run" in line)
+    run.main([*SWEEP_ARGS, "--out", str(out), "--dry-run", "--seeds", "7", "--device", "cuda"])
+    assert sum("--device cuda" in line for line in capsys.readouterr().out.splitlines()) == 2
 
 
 def test_options_sweep_is_one_sweep_with_the_overrides(tmp_path, capsys):
