@@ -5,7 +5,8 @@ seeds 0 and 1, stopped there when behind, or continued to seeds 2-4 as the 512x5
 ``learning_rate: 4e-5``, stopped after two of its seeds 5-9; and the re-run of ``learning_rate: lin_8e-5`` on seeds 0-2
 with its mean gain over all its paired seeds), seed by seed against plain ClippedPPO on the same seeds; each with the mean
 of the last five evaluations per seed; then the learning-rate screen's partial runs (``lr_screen/partial/``), each against
-plain ClippedPPO on the same seed at the same step; last, what the targets ask for: the shift of plain ClippedPPO's five
+plain ClippedPPO on the same seed at the same step; then the device screen's partial runs (``screen_device/partial/``)
+against its threshold moved to the steps they reached; last, what the targets ask for: the shift of plain ClippedPPO's five
 final returns that brings their IQM to 6000, and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95%
 lower bound above 0.5. The shifted returns are hypothetical scores, not results.
 
@@ -79,6 +80,29 @@ def print_partial_screen() -> None:
               f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
 
 
+def print_device_screen() -> None:
+    """Each candidate of ``screen_device/partial/`` (seeds 10-12, stopped at 800k-880k steps when the lent machine's time
+    ran out): its runs' steps and last evaluations, their mean, and the screen's threshold moved to those steps: the mean
+    of plain ClippedPPO's ten runs (the sweep's seeds 0-4 and ``control_plain_seeds5-9/``) at each run's step, + 1200."""
+    plain = [
+        np.load(path / "evaluations.npz")["results"].mean(axis=1)
+        for folder in (RESULTS / "sweep" / "clippedppo", HERE / "control_plain_seeds5-9" / "clippedppo")
+        for path in folder.glob("HalfCheetah-v4_*")
+    ]
+    runs: dict[str, list[tuple[int, int, float, float]]] = {}
+    for run_dir in sorted((HERE / "screen_device" / "partial").iterdir()):
+        curve = np.load(run_dir / "evaluations.npz")["results"].mean(axis=1)
+        plain_here = float(np.mean([reference[len(curve) - 1] for reference in plain]))
+        candidate = run_dir.name.rsplit("_seed", 1)[0]
+        runs.setdefault(candidate, []).append((seed_of(run_dir), 20 * len(curve), curve[-1], plain_here))
+    for name, values in runs.items():
+        listed = ", ".join(f"seed {seed}: {value:.0f} at {steps}k" for seed, steps, value, _ in values)
+        mean, plain_mean = np.mean([v[2] for v in values]), np.mean([v[3] for v in values])
+        verdict = "passes" if mean >= plain_mean + 1200 else "fails"
+        print(f"device screen {name}: {listed}; mean {mean:.0f}, plain ClippedPPO's 10-run mean at these steps "
+              f"{plain_mean:.0f}, threshold {plain_mean + 1200:.0f}: {verdict}")  # fmt: skip
+
+
 def main() -> None:
     scores = {
         "SB3 PPO (seeds 0-4)": finals(RESULTS / "sweep", "ppo"),
@@ -114,6 +138,7 @@ def main() -> None:
     gains = [rerun[seed] - plain[seed] for seed in rerun] + [shipped[seed] - control[seed] for seed in shipped]
     print(f"learning_rate lin_8e-5, mean gain over plain ClippedPPO on {len(gains)} paired seeds: {np.mean(gains):+.0f}")
     print_partial_screen()
+    print_device_screen()
     sb3, plain_scores = scores["SB3 PPO (seeds 0-4)"], scores["ClippedPPO (seeds 0-4)"]
     # The IQM of returns shifted by a constant is the IQM shifted by it: only P needs a bootstrap per shift.
     iqm_shift = 6000 - estimates["iqm"]["ClippedPPO (seeds 0-4)"]
