@@ -5,10 +5,10 @@ seeds 0 and 1, stopped there when behind, or continued to seeds 2-4 as the 512x5
 ``learning_rate: 4e-5``, stopped after two of its seeds 5-9; and the re-run of ``learning_rate: lin_8e-5`` on seeds 0-2
 with its mean gain over all its paired seeds), seed by seed against plain ClippedPPO on the same seeds; each with the mean
 of the last five evaluations per seed; then the learning-rate screen's partial runs (``lr_screen/partial/``), each against
-plain ClippedPPO on the same seed at the same step; then the device screen's partial runs (``screen_device/partial/``)
-against its threshold moved to the steps they reached; last, what the targets ask for: the shift of plain ClippedPPO's five
-final returns that brings their IQM to 6000, and the smallest shift (in steps of 100) that also gives P(> SB3 PPO) a 95%
-lower bound above 0.5. The shifted returns are hypothetical scores, not results.
+plain ClippedPPO on the same seed at the same step; then the device screen (``screen_device/``, seeds 10-12) against its
+threshold moved to the steps its runs reached and against its control; last, what the targets ask for: the shift of
+plain ClippedPPO's five final returns that brings their IQM to 6000, and the smallest shift (in steps of 100) that also
+gives P(> SB3 PPO) a 95% lower bound above 0.5. The shifted returns are hypothetical scores, not results.
 
 Run from the repository root: ``python -m benchmarks.results.search.halfcheetah.compare``.
 """
@@ -80,27 +80,44 @@ def print_partial_screen() -> None:
               f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
 
 
+def curves_by_seed(folder: Path) -> dict[int, np.ndarray]:
+    """Evaluation curves (mean return of each evaluation) of the HalfCheetah-v4 runs in a sweep folder, by seed."""
+    return {
+        seed_of(path): np.load(path / "evaluations.npz")["results"].mean(axis=1)
+        for path in (folder / "clippedppo").glob("HalfCheetah-v4_*")
+    }
+
+
 def print_device_screen() -> None:
-    """Each candidate of ``screen_device/partial/`` (seeds 10-12, stopped at 800k-880k steps when the lent machine's time
-    ran out): its runs' steps and last evaluations, their mean, and the screen's threshold moved to those steps: the mean
-    of plain ClippedPPO's ten runs (the sweep's seeds 0-4 and ``control_plain_seeds5-9/``) at each run's step, + 1200."""
-    plain = [
-        np.load(path / "evaluations.npz")["results"].mean(axis=1)
-        for folder in (RESULTS / "sweep" / "clippedppo", HERE / "control_plain_seeds5-9" / "clippedppo")
-        for path in folder.glob("HalfCheetah-v4_*")
-    ]
-    runs: dict[str, list[tuple[int, int, float, float]]] = {}
-    for run_dir in sorted((HERE / "screen_device" / "partial").iterdir()):
-        curve = np.load(run_dir / "evaluations.npz")["results"].mean(axis=1)
-        plain_here = float(np.mean([reference[len(curve) - 1] for reference in plain]))
-        candidate = run_dir.name.rsplit("_seed", 1)[0]
-        runs.setdefault(candidate, []).append((seed_of(run_dir), 20 * len(curve), curve[-1], plain_here))
-    for name, values in runs.items():
-        listed = ", ".join(f"seed {seed}: {value:.0f} at {steps}k" for seed, steps, value, _ in values)
-        mean, plain_mean = np.mean([v[2] for v in values]), np.mean([v[3] for v in values])
+    """The device screen (``screen_device/``), seeds 10-12: each candidate's runs (complete, or in ``partial/`` when the
+    lent machine's time ran out at 800k-880k steps) with their steps and last evaluations; their mean against the
+    screen's threshold moved to those steps (the mean of plain ClippedPPO's ten runs, the sweep's seeds 0-4 and
+    ``control_plain_seeds5-9/``, at each run's step, + 1200) and against the control (the shipped entry on the same
+    seeds, at the same steps) where it has run."""
+    device = HERE / "screen_device"
+    plain = [*curves_by_seed(RESULTS / "sweep").values(), *curves_by_seed(HERE / "control_plain_seeds5-9").values()]
+    control = curves_by_seed(device / "control")
+    runs: dict[str, dict[int, np.ndarray]] = {}
+    for run_dir in sorted((device / "partial").iterdir()):
+        runs.setdefault(run_dir.name.rsplit("_seed", 1)[0], {})[seed_of(run_dir)] = np.load(run_dir / "evaluations.npz")[
+            "results"
+        ].mean(axis=1)
+    for folder in sorted(device.glob("c[0-9]*_*")):
+        if (folder / "clippedppo").is_dir():
+            runs[folder.name] = curves_by_seed(folder)
+    for name, curves in runs.items():
+        seeds = sorted(curves)
+        listed = ", ".join(f"seed {seed}: {curves[seed][-1]:.0f} at {20 * len(curves[seed])}k" for seed in seeds)
+        mean = np.mean([curves[seed][-1] for seed in seeds])
+        plain_mean = np.mean([reference[len(curves[seed]) - 1] for seed in seeds for reference in plain])
         verdict = "passes" if mean >= plain_mean + 1200 else "fails"
-        print(f"device screen {name}: {listed}; mean {mean:.0f}, plain ClippedPPO's 10-run mean at these steps "
-              f"{plain_mean:.0f}, threshold {plain_mean + 1200:.0f}: {verdict}")  # fmt: skip
+        line = (f"device screen {name}: {listed}; mean {mean:.0f}, plain ClippedPPO's 10-run mean at these steps "
+                f"{plain_mean:.0f}, threshold {plain_mean + 1200:.0f}: {verdict}")  # fmt: skip
+        if all(seed in control for seed in seeds):
+            line += f"; control on the same seeds and steps {np.mean([control[s][len(curves[s]) - 1] for s in seeds]):.0f}"
+        print(line)
+    if control:
+        print(f"device screen control (the shipped entry): {', '.join(f'seed {s}: {c[-1]:.0f}' for s, c in control.items())}")
 
 
 def main() -> None:
