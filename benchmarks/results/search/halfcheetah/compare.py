@@ -67,25 +67,25 @@ def seed_of(run_dir: Path) -> int:
     return int(yaml.load((run_dir / "HalfCheetah-v4" / "args.yml").read_text(), Loader=yaml.UnsafeLoader)["seed"])
 
 
-def print_partial_screen() -> None:
-    """Each run of ``lr_screen/partial/``: steps reached, last evaluation and mean of the last five, against plain
-    ClippedPPO (the sweep) on the same seed at the same step."""
-    plain = {}
-    for path in (RESULTS / "sweep" / "clippedppo").glob("HalfCheetah-v4_*"):
-        plain[seed_of(path)] = np.load(path / "evaluations.npz")["results"].mean(axis=1)
-    for run_dir in sorted((HERE / "lr_screen" / "partial").iterdir()):
-        curve = np.load(run_dir / "evaluations.npz")["results"].mean(axis=1)
-        reference, n = plain[seed_of(run_dir)], len(curve)
-        print(f"lr screen {run_dir.name}: {20 * n}k steps, last {curve[-1]:.0f} vs plain {reference[n - 1]:.0f}, "
-              f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
+def eval_curve(run_dir: Path) -> np.ndarray:
+    """A Zoo run's evaluation curve: the mean return of each evaluation (``evaluations.npz``)."""
+    return np.load(run_dir / "evaluations.npz")["results"].mean(axis=1)
 
 
 def curves_by_seed(folder: Path) -> dict[int, np.ndarray]:
-    """Evaluation curves (mean return of each evaluation) of the HalfCheetah-v4 runs in a sweep folder, by seed."""
-    return {
-        seed_of(path): np.load(path / "evaluations.npz")["results"].mean(axis=1)
-        for path in (folder / "clippedppo").glob("HalfCheetah-v4_*")
-    }
+    """Evaluation curves of the HalfCheetah-v4 runs in a sweep folder, by seed."""
+    return {seed_of(path): eval_curve(path) for path in (folder / "clippedppo").glob("HalfCheetah-v4_*")}
+
+
+def print_partial_screen() -> None:
+    """Each run of ``lr_screen/partial/``: steps reached, last evaluation and mean of the last five, against plain
+    ClippedPPO (the sweep) on the same seed at the same step."""
+    plain = curves_by_seed(RESULTS / "sweep")
+    for run_dir in sorted((HERE / "lr_screen" / "partial").iterdir()):
+        curve = eval_curve(run_dir)
+        reference, n = plain[seed_of(run_dir)], len(curve)
+        print(f"lr screen {run_dir.name}: {20 * n}k steps, last {curve[-1]:.0f} vs plain {reference[n - 1]:.0f}, "
+              f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
 
 
 def print_device_screen() -> None:
@@ -99,9 +99,7 @@ def print_device_screen() -> None:
     control = curves_by_seed(device / "control")
     runs: dict[str, dict[int, np.ndarray]] = {}
     for run_dir in sorted((device / "partial").iterdir()):
-        runs.setdefault(run_dir.name.rsplit("_seed", 1)[0], {})[seed_of(run_dir)] = np.load(run_dir / "evaluations.npz")[
-            "results"
-        ].mean(axis=1)
+        runs.setdefault(run_dir.name.rsplit("_seed", 1)[0], {})[seed_of(run_dir)] = eval_curve(run_dir)
     for folder in sorted(device.glob("c[0-9]*_*")):
         if (folder / "clippedppo").is_dir():
             runs[folder.name] = curves_by_seed(folder)

@@ -10,12 +10,10 @@ DEVICE=${DEVICE:-cpu}
 OUTROOT=${OUTROOT:-/tmp/screen}
 D=benchmarks/results/search/halfcheetah/screen_device
 mkdir -p "$OUTROOT"
-launch() {  # candidate folder (or "control"), seeds...
+launch() {  # candidate folder (control: the shipped entry), seeds...
   local c=$1; shift
-  local conf=$D/$c/candidate.yml
-  [ "$c" = control ] && conf=benchmarks/results/search/halfcheetah/lr_lin8e-5/candidate.yml
   $PY -m benchmarks.run --no-ray --algos clippedppo --envs HalfCheetah-v4 --seeds "$@" --jobs $# --device "$DEVICE" \
-    --conf "$conf" --out "$OUTROOT/$c" > "$OUTROOT/$c.log" 2>&1 &
+    --conf "$D/$c/candidate.yml" --out "$OUTROOT/$c" > "$OUTROOT/$c.log" 2>&1 &
 }
 if [ "$DEVICE" = cuda ]; then wave1="c01_kl_penalty c02_walker_recipe c03_gamma099 c04_nsteps2048 c05_kl_penalty_dtarg002"
 else wave1="c01_kl_penalty c02_walker_recipe c03_gamma099 c04_nsteps2048"; fi
