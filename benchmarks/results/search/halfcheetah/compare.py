@@ -88,19 +88,18 @@ def print_partial_screen() -> None:
               f"last 5 {curve[-5:].mean():.0f} vs plain {reference[n - 5 : n].mean():.0f}")  # fmt: skip
 
 
-def print_device_screen() -> None:
-    """The device screen (``screen_device/``), seeds 10-12: each candidate's runs (complete, or in ``partial/`` when the
-    lent machine's time ran out at 800k-880k steps) with their steps and last evaluations; their mean against the
-    screen's threshold moved to those steps (the mean of plain ClippedPPO's ten runs, the sweep's seeds 0-4 and
-    ``control_plain_seeds5-9/``, at each run's step, + 1200) and against the control (the shipped entry on the same
-    seeds, at the same steps) where it has run."""
-    device = HERE / "screen_device"
+def print_screen(label: str, screen: Path, control_folder: Path) -> None:
+    """A screen for the targets' effect (``screen_device/``, ``screen_nenvs/``), seeds 10-12: each candidate's runs
+    (complete, or in ``partial/`` when the lent machine's time ran out at 800k-880k steps) with their steps and last
+    evaluations; their mean against the screen's threshold moved to those steps (the mean of plain ClippedPPO's ten runs,
+    the sweep's seeds 0-4 and ``control_plain_seeds5-9/``, at each run's step, + 1200) and against the control (the
+    shipped entry on the same seeds, at the same steps, ``screen_device/control/``) where it has run."""
     plain = [*curves_by_seed(RESULTS / "sweep").values(), *curves_by_seed(HERE / "control_plain_seeds5-9").values()]
-    control = curves_by_seed(device / "control")
+    control = curves_by_seed(control_folder)
     runs: dict[str, dict[int, np.ndarray]] = {}
-    for run_dir in sorted((device / "partial").iterdir()):
+    for run_dir in sorted((screen / "partial").glob("*")):
         runs.setdefault(run_dir.name.rsplit("_seed", 1)[0], {})[seed_of(run_dir)] = eval_curve(run_dir)
-    for folder in sorted(device.glob("c[0-9]*_*")):
+    for folder in sorted(screen.glob("c[0-9]*_*")):
         if (folder / "clippedppo").is_dir():
             runs[folder.name] = curves_by_seed(folder)
     for name, curves in runs.items():
@@ -109,13 +108,46 @@ def print_device_screen() -> None:
         mean = np.mean([curves[seed][-1] for seed in seeds])
         plain_mean = np.mean([reference[len(curves[seed]) - 1] for seed in seeds for reference in plain])
         verdict = "passes" if mean >= plain_mean + 1200 else "fails"
-        line = (f"device screen {name}: {listed}; mean {mean:.0f}, plain ClippedPPO's 10-run mean at these steps "
+        line = (f"{label} {name}: {listed}; mean {mean:.0f}, plain ClippedPPO's 10-run mean at these steps "
                 f"{plain_mean:.0f}, threshold {plain_mean + 1200:.0f}: {verdict}")  # fmt: skip
         if all(seed in control for seed in seeds):
             line += f"; control on the same seeds and steps {np.mean([control[s][len(curves[s]) - 1] for s in seeds]):.0f}"
         print(line)
-    if control:
-        print(f"device screen control (the shipped entry): {', '.join(f'seed {s}: {c[-1]:.0f}' for s, c in control.items())}")
+    if control and screen == control_folder.parent:
+        print(f"{label} control (the shipped entry): {', '.join(f'seed {s}: {c[-1]:.0f}' for s, c in control.items())}")
+
+
+def print_failed_episodes() -> None:
+    """How much of the final return the rare failed episodes cost: over every complete 1M-step ClippedPPO and SB3 PPO
+    HalfCheetah-v4 run under ``benchmarks/results/``, the share of the final evaluation's episodes below 0.6 times that
+    evaluation's median episode, and the mean over runs of the final return (the mean of its episodes) against the mean
+    of its median episode (what the final returns would be without those episodes)."""
+    finals, medians, failed = [], [], []
+    for path in RESULTS.glob("**/HalfCheetah-v4_*/evaluations.npz"):
+        evaluations = np.load(path)
+        if evaluations["timesteps"][-1] < 1_000_000:
+            continue
+        episodes = evaluations["results"][-1]
+        finals.append(episodes.mean())
+        medians.append(np.median(episodes))
+        failed.append(np.mean(episodes < 0.6 * np.median(episodes)))
+    print(f"failed episodes in the final evaluations of {len(finals)} complete runs: {100 * np.mean(failed):.1f}% of "
+          f"episodes, in {100 * np.mean(np.array(failed) > 0):.0f}% of runs; mean final return {np.mean(finals):.0f}, "
+          f"mean median episode {np.mean(medians):.0f} ({np.mean(medians) - np.mean(finals):+.0f})")  # fmt: skip
+
+
+def print_confirmation() -> None:
+    """``confirm_clip02/``: ``clip_range`` 0.2 and the control (the shipped entry) on new seeds 13-17, seed by seed, and
+    the rule's comparison of their means."""
+    folder = HERE / "confirm_clip02"
+    candidate, control = finals_by_seed(folder / "clip02"), finals_by_seed(folder / "control")
+    if not candidate:
+        return
+    print(f"clip_range 0.2 confirmation (vs the shipped entry on the same seed): {paired(candidate, control)}")
+    seeds = [seed for seed in candidate if seed in control]
+    difference = np.mean([candidate[s] for s in seeds]) - np.mean([control[s] for s in seeds])
+    print(f"clip_range 0.2 confirmation on {len(seeds)} seeds: mean {np.mean([candidate[s] for s in seeds]):.0f} vs "
+          f"{np.mean([control[s] for s in seeds]):.0f} ({difference:+.0f})")  # fmt: skip
 
 
 def main() -> None:
@@ -153,7 +185,10 @@ def main() -> None:
     gains = [rerun[seed] - plain[seed] for seed in rerun] + [shipped[seed] - control[seed] for seed in shipped]
     print(f"learning_rate lin_8e-5, mean gain over plain ClippedPPO on {len(gains)} paired seeds: {np.mean(gains):+.0f}")
     print_partial_screen()
-    print_device_screen()
+    print_screen("device screen", HERE / "screen_device", HERE / "screen_device" / "control")
+    print_screen("n_envs screen", HERE / "screen_nenvs", HERE / "screen_device" / "control")
+    print_confirmation()
+    print_failed_episodes()
     sb3, plain_scores = scores["SB3 PPO (seeds 0-4)"], scores["ClippedPPO (seeds 0-4)"]
     # The IQM of returns shifted by a constant is the IQM shifted by it: only P needs a bootstrap per shift.
     iqm_shift = 6000 - estimates["iqm"]["ClippedPPO (seeds 0-4)"]
