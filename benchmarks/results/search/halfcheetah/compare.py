@@ -148,6 +148,15 @@ def print_confirmation() -> None:
     difference = np.mean([candidate[s] for s in seeds]) - np.mean([control[s] for s in seeds])
     print(f"clip_range 0.2 confirmation on {len(seeds)} seeds: mean {np.mean([candidate[s] for s in seeds]):.0f} vs "
           f"{np.mean([control[s] for s in seeds]):.0f} ({difference:+.0f})")  # fmt: skip
+    scores = {"clip02": np.array([candidate[s] for s in seeds]), "control": np.array([control[s] for s in seeds])}
+    estimate = rliable_estimates(scores, [("clip02", "control")])
+    low, high = estimate["probability_of_improvement_ci"]["clip02,control"]
+    print(f"clip_range 0.2 confirmation: IQM {estimate['iqm']['clip02']:.0f} vs {estimate['iqm']['control']:.0f}, "
+          f"P(clip_range 0.2 > shipped entry) {estimate['probability_of_improvement']['clip02,control']:.2f} "
+          f"[{low:.2f}, {high:.2f}]")  # fmt: skip
+    shipped = [*finals(RESULTS / "tuned"), *finals(HERE / "screen_device" / "control"), *scores["control"]]
+    spread = np.std(shipped, ddof=1)
+    print(f"shipped entry over its {len(shipped)} runs on seeds 5-17: mean {np.mean(shipped):.0f} ± {spread:.0f}")
 
 
 def main() -> None:
