@@ -117,6 +117,24 @@ def print_screen(label: str, screen: Path, control_folder: Path) -> None:
         print(f"{label} control (the shipped entry): {', '.join(f'seed {s}: {c[-1]:.0f}' for s, c in control.items())}")
 
 
+def steps_per_s(sweep: Path) -> list[float]:
+    """Training speed of each finished HalfCheetah-v4 run of a sweep, evaluations included (its record's
+    ``steps_per_s``)."""
+    return [
+        json.loads(path.read_text())["steps_per_s"] for path in (sweep / "_runs").glob("clippedppo__HalfCheetah-v4__*.json")
+    ]
+
+
+def print_speed() -> None:
+    """Wall-clock speed on one machine, one day, two runs at a time: the ``n_envs`` screen's runs (4 or 8 environments)
+    against the ``clip_range`` 0.2 confirmation's (one environment; the same work per step)."""
+    several = [v for c in ("c10_nenvs4", "c11_nenvs8") for v in steps_per_s(HERE / "screen_nenvs" / c)]
+    one = [v for c in ("clip02", "control") for v in steps_per_s(HERE / "confirm_clip02" / c)]
+    if several and one:
+        print(f"steps/s, 4 or 8 environments: median {np.median(several):.0f} ({len(several)} runs); one environment: "
+              f"median {np.median(one):.0f} ({len(one)} runs); ratio {np.median(several) / np.median(one):.2f}")  # fmt: skip
+
+
 def print_failed_episodes() -> None:
     """How much of the final return the rare failed episodes cost: over every complete 1M-step ClippedPPO and SB3 PPO
     HalfCheetah-v4 run under ``benchmarks/results/``, the share of the final evaluation's episodes below 0.6 times that
@@ -145,10 +163,10 @@ def print_confirmation() -> None:
         return
     print(f"clip_range 0.2 confirmation (vs the shipped entry on the same seed): {paired(candidate, control)}")
     seeds = [seed for seed in candidate if seed in control]
-    difference = np.mean([candidate[s] for s in seeds]) - np.mean([control[s] for s in seeds])
-    print(f"clip_range 0.2 confirmation on {len(seeds)} seeds: mean {np.mean([candidate[s] for s in seeds]):.0f} vs "
-          f"{np.mean([control[s] for s in seeds]):.0f} ({difference:+.0f})")  # fmt: skip
     scores = {"clip02": np.array([candidate[s] for s in seeds]), "control": np.array([control[s] for s in seeds])}
+    difference = scores["clip02"].mean() - scores["control"].mean()
+    print(f"clip_range 0.2 confirmation on {len(seeds)} seeds: mean {scores['clip02'].mean():.0f} vs "
+          f"{scores['control'].mean():.0f} ({difference:+.0f})")  # fmt: skip
     estimate = rliable_estimates(scores, [("clip02", "control")])
     low, high = estimate["probability_of_improvement_ci"]["clip02,control"]
     print(f"clip_range 0.2 confirmation: IQM {estimate['iqm']['clip02']:.0f} vs {estimate['iqm']['control']:.0f}, "
@@ -197,6 +215,7 @@ def main() -> None:
     print_screen("device screen", HERE / "screen_device", HERE / "screen_device" / "control")
     print_screen("n_envs screen", HERE / "screen_nenvs", HERE / "screen_device" / "control")
     print_confirmation()
+    print_speed()
     print_failed_episodes()
     sb3, plain_scores = scores["SB3 PPO (seeds 0-4)"], scores["ClippedPPO (seeds 0-4)"]
     # The IQM of returns shifted by a constant is the IQM shifted by it: only P needs a bootstrap per shift.
