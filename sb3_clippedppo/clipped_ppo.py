@@ -7,7 +7,6 @@ callbacks, logging, vectorized environments and ``save``/``load`` are Stable-Bas
 policies lives beside the algorithm, in :mod:`sb3_clippedppo.fast_mlp`.
 """
 
-import contextlib
 import inspect
 import warnings
 from collections import defaultdict
@@ -38,6 +37,7 @@ from sb3_clippedppo.policies import (
     MultiInputActorCriticPolicy,
     uses_forward_distribution,
 )
+from sb3_clippedppo.threads import learning_threads
 
 SelfClippedPPO = TypeVar("SelfClippedPPO", bound="ClippedPPO")
 
@@ -798,8 +798,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         :return: the trained model.
         :raises NonFiniteLossError: when an update meets a NaN or infinite loss.
         """
-        # The fast path's NumPy arithmetic uses as many BLAS threads as torch does (see FastMlp.blas_threads)
-        with self._fast.blas_threads() if self._fast is not None else contextlib.nullcontext():
+        # One thread pool at a time uses more than one thread: torch's on the autograd path, NumPy's BLAS on the fast
+        # path (sb3_clippedppo.threads); both thread counts are restored on return
+        with learning_threads(self.uses_fast_path, self.batch_size):
             return super().learn(
                 total_timesteps=total_timesteps,
                 callback=callback,

@@ -18,8 +18,8 @@ module computes exactly the same update with fewer, larger operations:
 - **NumPy rollout actor** (:class:`NumpyMLP`): a float32 NumPy copy of the actor for the rollout's per-step actions;
   the rollout's values and log-probabilities are computed afterwards in one batched torch pass.
 
-While ClippedPPO learns, NumPy's BLAS library is held to as many threads as torch uses (:meth:`FastMlp.blas_threads`),
-so that the fast path never uses more cores than the autograd path would.
+While ClippedPPO learns on the fast path, torch runs on one thread and NumPy's BLAS library gets the threads
+(:mod:`sb3_clippedppo.threads`), so that the two thread pools never spin against each other.
 
 :func:`unsupported_reason` says where it applies: a policy of this package that SB3's ``MlpExtractor`` builds from
 ``Linear`` layers and Tanh/ReLU/LeakyReLU/ELU activations, on ``FlattenExtractor`` features of a non-image ``Box``
@@ -46,13 +46,11 @@ The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
 - through ``h = act(z)``, ``z = x W^T + b``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum_i dz_i``, ``dx = dz W``.
 """
 
-import contextlib
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 import numpy as np
-import threadpoolctl
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
@@ -609,18 +607,6 @@ class FastMlp:
         self.flat = FlatParameters(policy)
         self.closed_form = ClosedFormLoss(policy)
         self.obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
-        self._blas: threadpoolctl.ThreadpoolController | None = None  # created on first use (it scans the libraries)
-
-    def blas_threads(self) -> contextlib.AbstractContextManager:
-        """
-        A context in which NumPy's BLAS library (OpenBLAS in NumPy's wheels) uses at most ``th.get_num_threads()``
-        threads, as torch does: by default it uses every core for the larger matrix products of the rollout actor and
-        the update (and keeps its threads spinning between them), which would overcommit a machine running several
-        trainings and make a comparison with a torch-only algorithm at one thread unfair. Uses ``threadpoolctl``.
-        """
-        if self._blas is None:
-            self._blas = threadpoolctl.ThreadpoolController()
-        return self._blas.limit(limits=th.get_num_threads(), user_api="blas")
 
     def prepare(self) -> None:
         """Before an update: make sure the flat storage is intact (rebuilding it if not), and bind the loss to it."""

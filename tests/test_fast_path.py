@@ -273,35 +273,3 @@ def test_fast_path_and_autograd_train_alike(env_id, kwargs):
     assert np.abs(fast - initial.policy.parameters_to_vector()).max() > 1e-3  # they did train
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)
     np.testing.assert_allclose(fast_torch, plain, rtol=0, atol=1e-5)
-
-
-def test_numpy_blas_uses_as_many_threads_as_torch_during_learn():
-    """The fast path's NumPy arithmetic is held to torch's thread count while learning, and released afterwards."""
-    import threadpoolctl
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    def blas_threads() -> list[int]:
-        return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
-
-    before = blas_threads()
-    assert before, "NumPy's BLAS library is not visible to threadpoolctl"
-    seen: list[list[int]] = []
-
-    class Record(BaseCallback):
-        def _on_step(self) -> bool:
-            seen.append(blas_threads())
-            return True
-
-    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), n_steps=32, batch_size=32)
-    assert model.uses_fast_path
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        limited_before = blas_threads()
-        torch_threads = th.get_num_threads()
-        th.set_num_threads(1)
-        try:
-            model.learn(32, callback=Record())
-        finally:
-            th.set_num_threads(torch_threads)
-        assert blas_threads() == limited_before  # restored
-    assert seen and all(threads == [1] * len(threads) for threads in seen)
-    assert blas_threads() == before
