@@ -135,7 +135,7 @@ def node_info() -> dict[str, str | None]:
 def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) -> dict[str, Any]:
     """
     One run (a Ray task, or a thread's work with ``--no-ray``): ``rl_zoo3.train`` in a scratch folder of this node,
-    with one torch thread.
+    with one thread (``--num-threads 1``).
 
     :param zoo_args: the Zoo's arguments, without ``-f`` and ``-conf``.
     :param conf: ``(file name, text)`` of the hyperparameter file for ``-conf``, or None for the Zoo's default file.
@@ -150,7 +150,9 @@ def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) 
         if conf is not None:
             Path(scratch, conf[0]).write_text(conf[1])
             command += ["-conf", os.path.join(scratch, conf[0])]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+        # The CPU the task reserved is its one thread: the Zoo's --num-threads 1 (zoo_args) sets torch's, and ClippedPPO's
+        # learn holds NumPy's BLAS to it (sb3_clippedppo.threads); no thread environment variable is needed
+        env = {**os.environ, "MPLBACKEND": "Agg"}
         started = time.time()
         result = subprocess.run(command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         wall = time.time() - started

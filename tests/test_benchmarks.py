@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch as th
 
 from benchmarks import options, report, run, scaling, throughput
 from benchmarks.common import SHIPPED_YML, zoo_hyperparams
@@ -194,19 +195,28 @@ def test_makespan_of_the_committed_runs():
 
 def test_throughput_smoke(tmp_path):
     summary = throughput.main(
-        ["--reps", "1", "--timesteps-scale", "0.1", "--settings", "sb3-defaults", "--out", str(tmp_path)]
-    )
-    entry = summary["sb3-defaults"]
+        ["--reps", "1", "--timesteps-scale", "0.1", "--settings", "sb3-defaults", "--threads", "default", "1",
+         "--zoo-command", "--out", str(tmp_path)]
+    )  # fmt: skip
+    for threads, torch_threads in (("default", th.get_num_threads()), ("1", 1)):
+        entry = summary[threads]["sb3-defaults"]
+        for algo in ("clippedppo", "ppo"):
+            assert entry[algo]["torch_threads"] == torch_threads  # torch's count as the child set it, before learn
+            assert entry[algo]["steps_per_s"] > 0 and entry[algo]["peak_rss_mib"] > 50
+            assert entry[algo]["rollout_s"] + entry[algo]["update_s"] == pytest.approx(entry[algo]["learn_s"])
+        assert entry["ratio_steps_per_s"]["median"] == pytest.approx(
+            entry["clippedppo"]["steps_per_s"] / entry["ppo"]["steps_per_s"]
+        )
+    # One thread: the CPU time of learn (all threads) stays near its wall time (NumPy's BLAS is held to one thread)
     for algo in ("clippedppo", "ppo"):
-        assert entry[algo]["steps_per_s"] > 0 and entry[algo]["peak_rss_mib"] > 50
-        assert entry[algo]["rollout_s"] + entry[algo]["update_s"] == pytest.approx(entry[algo]["learn_s"])
-        # One thread: the CPU time of learn (all threads) stays near its wall time (NumPy's BLAS is held to one thread)
-        assert 0 < entry[algo]["cpu_s"] < 1.5 * entry[algo]["learn_s"]
-    assert entry["ratio_steps_per_s"]["median"] == pytest.approx(
-        entry["clippedppo"]["steps_per_s"] / entry["ppo"]["steps_per_s"]
-    )
+        assert 0 < summary["1"]["sb3-defaults"][algo]["cpu_s"] < 1.5 * summary["1"]["sb3-defaults"][algo]["learn_s"]
+    zoo = summary["zoo-command"]
+    for algo in ("clippedppo", "ppo"):
+        assert zoo[algo]["fps"] > 0 and zoo[algo]["command"].startswith(f"python -m rl_zoo3.train --algo {algo} ")
     data = json.loads((tmp_path / "throughput.json").read_text())
-    assert len(data["runs"]) == 2 and data["meta"]["machine"]["torch_threads"] == 1
+    assert len(data["runs"]) == 4 and len(data["zoo_command_runs"]) == 2
+    report = (tmp_path / "throughput.txt").read_text()
+    assert report.index("## The RL Zoo command") < report.index("## threads default") < report.index("## threads 1 ")
     with pytest.raises(SystemExit):  # never overwrites
         throughput.main(["--reps", "1", "--settings", "sb3-defaults", "--out", str(tmp_path)])
 
