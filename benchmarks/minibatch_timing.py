@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     from stable_baselines3.common.env_util import make_vec_env
 
     from sb3_clippedppo import ClippedPPO
-    from sb3_clippedppo.fast_mlp import ClosedFormLoss
+    from sb3_clippedppo.fast_mlp import ClosedFormBackend
     from sb3_clippedppo.losses import LossCoefficients, normalize_advantages, ppo_loss
 
     machine = machine_info()
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
             ppo_loss(policy, batch, advantages, coefficients).loss.backward()
 
         def closed_form(array_module):
-            loss = ClosedFormLoss(policy, array_module)
-            return lambda: (loss.forward(batch, advantages, coefficients), loss.backward())
+            backend = ClosedFormBackend(policy, array_module)
+            backend.prepare()
+            return lambda: backend.backward(backend.loss(batch, advantages, coefficients))
 
         minibatch = median_time(
             {"autograd": autograd, "closed form, torch": closed_form(th), "closed form, numpy": closed_form(np)},
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def update(array_module):
             def run() -> None:
-                model._fast.closed_form.array_module = array_module
+                model.backend.array_module = array_module
                 model.train()
 
             return run
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n## one update, train() with 320 minibatches (s)")
         for name, value in updates.items():
             print(f"- closed form in {name}: {value / 1e6:.3f}")
-        model._fast.closed_form.array_module = None
+        model.backend.array_module = None
 
     x = th.randn(64, 64)
     tanh = median_time({"torch.tanh": lambda: th.tanh(x), "numpy.tanh": lambda: np.tanh(x.numpy())}, args.reps, 5000)

@@ -38,8 +38,8 @@ OPTIONS: dict[str, dict[str, list[str]]] = {
         "dm_control/walker-walk-v0": ["vf_learning_rate:1e-3"],
     },
     "kl_penalty": {
-        "HalfCheetah-v4": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_target:0.01"],
-        "dm_control/walker-walk-v0": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_target:0.01"],
+        "HalfCheetah-v4": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_penalty_target:0.01"],
+        "dm_control/walker-walk-v0": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_penalty_target:0.01"],
     },
     "state_dependent_std": {
         "HalfCheetah-v4": [f"policy_kwargs:'{HALFCHEETAH_POLICY}, state_dependent_std=True)'"],

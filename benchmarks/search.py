@@ -39,7 +39,7 @@ SHIPPED = {
         n_steps_pow=12, batch_size_pow=8, one_minus_gamma=0.01, one_minus_gae_lambda=0.05, learning_rate=3e-4,
         ent_coef=1e-8, clip_range=0.2, n_epochs=10, max_grad_norm=0.5, vf_coef=0.5, target_kl=0.01,
         kl_adaptive_lr=False, log_std_init=0.0, ortho_init=True, net_arch="small", activation_fn="tanh",
-        vf_lr_multiplier=3, policy_objective="kl_penalty", kl_coef=1.0, kl_target=0.01, state_dependent_std=False,
+        vf_lr_multiplier=3, policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01, state_dependent_std=False,
     ),
 }  # fmt: skip
 LEVERS_OFF = dict(learning_rate_schedule="constant", ent_coef_schedule="constant", recompute_advantages=False,

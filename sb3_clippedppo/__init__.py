@@ -6,7 +6,7 @@ Stable-Baselines3 (such as the RL Zoo registration hook) stays cheap.
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ActorCriticCnnPolicy",
@@ -24,7 +24,7 @@ __all__ = [
 
 _LAZY = {
     "ClippedPPO": "sb3_clippedppo.clipped_ppo",
-    "NonFiniteLossError": "sb3_clippedppo.clipped_ppo",
+    "NonFiniteLossError": "sb3_clippedppo.update",
     **dict.fromkeys(
         (
             "ActorCriticCnnPolicy",
@@ -43,7 +43,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from sb3_clippedppo.buffers import RolloutBuffer, compute_gae
-    from sb3_clippedppo.clipped_ppo import ClippedPPO, NonFiniteLossError
+    from sb3_clippedppo.clipped_ppo import ClippedPPO
     from sb3_clippedppo.policies import (
         ActorCriticCnnPolicy,
         ActorCriticPolicy,
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
         MultiInputActorCriticPolicy,
         MultiInputPolicy,
     )
+    from sb3_clippedppo.update import NonFiniteLossError
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@ After the rollout, :func:`compute_gae` turns rewards and value estimates into ad
 :meth:`RolloutBuffer.minibatches` serves shuffled minibatches as PyTorch tensors for the update.
 """
 
+import operator
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import get_action_dim, get_obs_shape
+from stable_baselines3.common.utils import obs_as_tensor
 
 
 def compute_gae(
@@ -119,12 +121,17 @@ def with_feature_axis(observations: Any, observation_space: spaces.Space) -> Any
     return observations
 
 
+def observations_as_tensor(observations: Any, observation_space: spaces.Space, device: th.device | str) -> Any:
+    """Observations from the environments (arrays, or a dict of them) as tensors on ``device``, in the buffer's layout
+    (:func:`with_feature_axis`)."""
+    return with_feature_axis(obs_as_tensor(observations, th.device(device)), observation_space)
+
+
 def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...]) -> Observations:
     """
     Zeroed arrays for observations of ``observation_space`` with leading dimensions ``leading``, in Stable-Baselines3's
-    layout (:func:`observation_shape`): ``Box`` as float32, or in its own dtype
-    when that is an integer type (images stay uint8); ``Discrete`` as int64 of shape ``(1,)``; ``MultiDiscrete`` as int64;
-    ``MultiBinary`` in its dtype; ``Dict`` as a dict of these.
+    layout and dtypes (:func:`observation_shape`, the space's dtype): ``Box`` in its dtype (images stay uint8);
+    ``Discrete`` as shape ``(1,)``; ``MultiDiscrete`` and ``MultiBinary`` as vectors; ``Dict`` as a dict of these.
 
     :param observation_space: the observation space.
     :param leading: leading dimensions, e.g. ``(n_steps, n_envs)``.
@@ -138,27 +145,20 @@ def observation_storage(observation_space: spaces.Space, leading: tuple[int, ...
             "observation space must be a gymnasium Box, Discrete, MultiDiscrete, MultiBinary or Dict of them, "
             f"got {observation_space}"
         )
-    dtype = observation_space.dtype
-    if isinstance(observation_space, (spaces.Discrete, spaces.MultiDiscrete)):
-        dtype = np.int64
-    elif isinstance(observation_space, spaces.Box) and not np.issubdtype(dtype, np.integer):
-        dtype = np.float32
-    return np.zeros((*leading, *observation_shape(observation_space)), dtype=dtype)
+    return np.zeros((*leading, *observation_shape(observation_space)), dtype=observation_space.dtype)
 
 
 def action_storage(action_space: spaces.Space, leading: tuple[int, ...]) -> np.ndarray:
     """
-    Zeroed array for actions with leading dimensions ``leading``: ``Box`` flattened to ``(k,)`` float32 (raw, as sampled),
-    ``Discrete`` as int64 indices ``()``, ``MultiDiscrete`` as int64 ``(len(nvec),)``, ``MultiBinary`` as float32 ``(n,)``.
+    Zeroed array for actions with leading dimensions ``leading``, in Stable-Baselines3's layout and dtypes: shape
+    ``(*leading, action_dim)`` (``Box`` flattened to ``k = prod(shape)``, ``Discrete`` as one index, ``MultiDiscrete`` one
+    index per component, ``MultiBinary`` ``n`` bits), in the space's dtype. ``Box`` actions are stored raw, as sampled.
 
     :param action_space: the action space.
     :param leading: leading dimensions.
     :return: the array.
     """
-    if isinstance(action_space, spaces.Discrete):
-        return np.zeros(leading, dtype=np.int64)
-    dtype = np.int64 if isinstance(action_space, spaces.MultiDiscrete) else np.float32
-    return np.zeros((*leading, get_action_dim(action_space)), dtype=dtype)
+    return np.zeros((*leading, get_action_dim(action_space)), dtype=action_space.dtype)
 
 
 def map_observations(function: Callable[[Any], Any], observations: Any) -> Any:
@@ -172,7 +172,7 @@ class RolloutBatch(NamedTuple):
     """One minibatch of rollout data, as tensors on the training device. ``B`` is the minibatch size."""
 
     observations: TensorObservations  # (B, *obs_shape), or a dict of them; as stored (see observation_storage)
-    actions: th.Tensor  # (B, k) float32 (Box), (B,) int64 (Discrete), (B, d) int64 (MultiDiscrete), (B, n) float32
+    actions: th.Tensor  # (B, k) float32 (Box), (B,) int64 (Discrete), (B, d) int64 (MultiDiscrete), (B, n) float32 (bits)
     old_values: th.Tensor  # (B,) float32: V(s) at collection time
     old_log_prob: th.Tensor  # (B,) float32: log pi_old(a|s)
     advantages: th.Tensor  # (B,) float32
@@ -190,6 +190,11 @@ class RolloutBuffer:
     the rollout policy and, when ``distribution_dim > 0``, that policy's distribution parameters at each observation (for
     the exact KL divergence). :meth:`compute_returns_and_advantage` then fills ``advantages`` and ``returns`` with
     :func:`compute_gae`.
+
+    Callbacks written for Stable-Baselines3's PPO find what SB3's ``RolloutBuffer`` offers them (``model.rollout_buffer``
+    at ``_on_rollout_end``): ``size()``, ``buffer_size`` (``n_steps``), ``n_envs``, ``pos``, ``full``, and
+    ``observations``, ``actions``, ``rewards``, ``returns``, ``advantages``, ``values``, ``log_probs``,
+    ``episode_starts`` in SB3's layout and dtypes.
 
     :param n_steps: steps collected from each environment per rollout, at least 1.
     :param n_envs: number of parallel environments, at least 1.
@@ -237,14 +242,28 @@ class RolloutBuffer:
         self.terminal_values = np.zeros(0, dtype=np.float32)
 
     @property
-    def size(self) -> int:
+    def n_transitions(self) -> int:
         """Number of transitions the buffer holds when full: ``n_steps * n_envs``."""
         return self.n_steps * self.n_envs
+
+    @property
+    def buffer_size(self) -> int:
+        """Steps per environment when full, ``n_steps`` (Stable-Baselines3's name)."""
+        return self.n_steps
 
     @property
     def full(self) -> bool:
         """Whether all ``n_steps`` steps have been written since the last :meth:`reset`."""
         return self.pos == self.n_steps
+
+    @property
+    def keeps_distributions(self) -> bool:
+        """Whether the buffer keeps the rollout policy's distribution parameters (``distribution_dim > 0``)."""
+        return self.old_distributions.shape[-1] > 0
+
+    def size(self) -> int:
+        """Steps written per environment: ``buffer_size`` when full, else ``pos`` (Stable-Baselines3's ``size()``)."""
+        return self.pos
 
     def reset(self) -> None:
         """Start a new rollout; the arrays are overwritten in place."""
@@ -333,15 +352,32 @@ class RolloutBuffer:
         )
 
     def _flat(self, array: np.ndarray) -> th.Tensor:
-        return th.as_tensor(array.reshape(self.size, *array.shape[2:]), device=self.device)
+        return th.as_tensor(array.reshape(self.n_transitions, *array.shape[2:]), device=self.device)
 
     def flat_observations(self) -> TensorObservations:
         """All observations, shape ``(n_steps * n_envs, *obs_shape)`` (a dict for ``Dict`` spaces), on ``device``."""
         return map_observations(self._flat, self.observations)
 
     def flat_actions(self) -> th.Tensor:
-        """All raw actions, shape ``(n_steps * n_envs, ...)``, on ``device``."""
-        return self._flat(self.actions)
+        """All raw actions, on ``device``, in the layout the distributions take: ``(n_steps * n_envs,)`` int64 indices for
+        ``Discrete``, ``(n_steps * n_envs, action_dim)`` float32 for ``Box`` and ``MultiBinary``, int64 for
+        ``MultiDiscrete``."""
+        actions = self._flat(self.actions)
+        if isinstance(self.action_space, spaces.Discrete):
+            return actions.reshape(-1).long()
+        return actions.long() if isinstance(self.action_space, spaces.MultiDiscrete) else actions.float()
+
+    def chunks(self, size: int) -> Iterator[tuple[slice, TensorObservations]]:
+        """
+        The rollout's observations in consecutive chunks, for evaluating a policy on all of them with a bounded memory.
+
+        :param size: transitions per chunk, at least 1.
+        :return: an iterator of ``(slice of the flat transitions, observations of the chunk)``.
+        """
+        observations = self.flat_observations()
+        for start in range(0, self.n_transitions, size):
+            chunk = slice(start, start + size)
+            yield chunk, map_observations(operator.itemgetter(chunk), observations)
 
     def minibatches(self, batch_size: int, generator: th.Generator | None = None) -> Iterator[RolloutBatch]:
         """
@@ -353,13 +389,16 @@ class RolloutBuffer:
         :param generator: optional torch generator for the permutation (default: torch's global one).
         :return: an iterator of :class:`RolloutBatch`.
         """
-        permutation = th.randperm(self.size, generator=generator).to(self.device)
+        permutation = th.randperm(self.n_transitions, generator=generator).to(self.device)
         # Gather every array once per epoch; minibatches are then contiguous slices (no copies).
         observations = map_observations(lambda x: x.index_select(0, permutation), self.flat_observations())
         others = [
-            self._flat(array).index_select(0, permutation)
-            for array in (self.actions, self.values, self.log_probs, self.advantages, self.returns, self.old_distributions)
+            array.index_select(0, permutation)
+            for array in (
+                self.flat_actions(),
+                *map(self._flat, (self.values, self.log_probs, self.advantages, self.returns, self.old_distributions)),
+            )
         ]
-        for start in range(0, self.size, batch_size):
+        for start in range(0, self.n_transitions, batch_size):
             window = slice(start, start + batch_size)
-            yield RolloutBatch(map_observations(lambda x, w=window: x[w], observations), *(x[window] for x in others))
+            yield RolloutBatch(map_observations(operator.itemgetter(window), observations), *(x[window] for x in others))

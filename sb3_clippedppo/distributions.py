@@ -7,6 +7,9 @@ Each class is a batch of ``B`` distributions with the same small interface as St
 (:meth:`Distribution.kl`) and all parameters as one tensor (:meth:`Distribution.params`, :meth:`Distribution.from_params`)
 that the rollout buffer can keep.
 
+The closed-form expressions (``gaussian_log_prob``, ``categorical_entropy``, ...) are functions of tensors or NumPy
+arrays alike: the classes call them on tensors, the fast path (:mod:`sb3_clippedppo.fast_mlp`) on NumPy arrays.
+
 Sampling takes pre-drawn noise (:meth:`Distribution.draw_noise`), so that a whole rollout's noise can be drawn at once and
 the same actions follow whichever way the policy is evaluated: ``mean + std * noise`` with standard normal noise (Gaussian),
 ``argmax(logits + noise)`` with standard Gumbel noise (categorical: the Gumbel-max trick), ``logits + noise > 0`` with
@@ -15,7 +18,7 @@ standard logistic noise (Bernoulli).
 
 import math
 from abc import ABC, abstractmethod
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch as th
@@ -26,34 +29,52 @@ LOG_2PI = math.log(2.0 * math.pi)
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
 SelfDistribution = TypeVar("SelfDistribution", bound="Distribution")
+# A torch tensor or a NumPy array: the functions below that take it are written with operations both spell alike
+Array = Any
 
 
-def gaussian_log_prob(actions: th.Tensor, mean: th.Tensor, log_std: th.Tensor) -> th.Tensor:
+def array_module(x: Any) -> Any:
+    """``numpy`` for a NumPy array (or scalar), ``torch`` for a tensor: the module whose functions the closed-form
+    expressions below call, so that they serve both the autograd path (tensors) and the fast path (NumPy arrays)."""
+    return th if isinstance(x, th.Tensor) else np
+
+
+def log_softmax(logits: Array) -> Array:
+    """``log softmax`` over the last axis, shape as ``logits`` (torch's own for a tensor; for a NumPy array, shifted by
+    the maximum so that ``exp`` cannot overflow)."""
+    if isinstance(logits, th.Tensor):
+        return th.log_softmax(logits, dim=-1)
+    shifted = logits - np.amax(logits, axis=-1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
+
+
+def gaussian_log_prob(actions: Array, mean: Array, log_std: Array) -> Array:
     r"""
     Log-density of actions under a diagonal Gaussian, summed over action dimensions:
-    :math:`\log \pi(a|s) = -\frac12 \sum_i \left(\frac{a_i - \mu_i}{\sigma_i}\right)^2 - \sum_i \log \sigma_i
-    - \frac{k}{2} \log 2\pi`.
+    :math:`\log \pi(a|s) = -\frac12 \sum_i z_i^2 - \sum_i \log \sigma_i - \frac{k}{2} \log 2\pi` with
+    :math:`z_i = (a_i - \mu_i) / \sigma_i`.
 
-    :param actions: actions, shape ``(B, k)``, float.
+    :param actions: actions, shape ``(B, k)``, float (a tensor or a NumPy array, as every argument).
     :param mean: Gaussian means :math:`\mu`, shape ``(B, k)``.
     :param log_std: :math:`\log \sigma`, shape ``(k,)`` (state-independent) or ``(B, k)``.
     :return: log-probabilities, shape ``(B,)``, in nats.
     """
-    z = (actions - mean) * th.exp(-log_std)
-    return -0.5 * (z * z).sum(dim=-1) - log_std.sum(dim=-1) - 0.5 * LOG_2PI * mean.shape[-1]
+    xp = array_module(mean)
+    z = (actions - mean) * xp.exp(-log_std)
+    return -0.5 * xp.sum(z * z, axis=-1) - xp.sum(log_std, axis=-1) - 0.5 * LOG_2PI * mean.shape[-1]
 
 
-def gaussian_entropy(log_std: th.Tensor) -> th.Tensor:
+def gaussian_entropy(log_std: Array) -> Array:
     r"""
     Differential entropy of a diagonal Gaussian, :math:`\sum_i \left(\frac12 + \frac12 \log 2\pi + \log \sigma_i\right)`.
 
     :param log_std: :math:`\log \sigma`, shape ``(k,)`` or ``(B, k)``.
     :return: entropy in nats, shape ``()`` or ``(B,)``.
     """
-    return (0.5 + 0.5 * LOG_2PI + log_std).sum(dim=-1)
+    return array_module(log_std).sum(0.5 + 0.5 * LOG_2PI + log_std, axis=-1)
 
 
-def gaussian_kl(mean_p: th.Tensor, log_std_p: th.Tensor, mean_q: th.Tensor, log_std_q: th.Tensor) -> th.Tensor:
+def gaussian_kl(mean_p: Array, log_std_p: Array, mean_q: Array, log_std_q: Array) -> Array:
     r"""
     :math:`KL(p \,\|\, q)` between diagonal Gaussians, summed over action dimensions:
     :math:`\sum_j \log\frac{\sigma_{q,j}}{\sigma_{p,j}} + \frac{\sigma_{p,j}^2 + (\mu_{p,j} - \mu_{q,j})^2}{2 \sigma_{q,j}^2}
@@ -65,43 +86,51 @@ def gaussian_kl(mean_p: th.Tensor, log_std_p: th.Tensor, mean_q: th.Tensor, log_
     :param log_std_q: log standard deviations of q, shape ``(B, k)`` or ``(k,)``.
     :return: KL divergences in nats, shape ``(B,)``.
     """
-    variance_ratio = th.exp(2.0 * (log_std_p - log_std_q))
-    squared_distance = ((mean_p - mean_q) * th.exp(-log_std_q)) ** 2
-    return (log_std_q - log_std_p + 0.5 * (variance_ratio + squared_distance) - 0.5).sum(dim=-1)
+    xp = array_module(mean_q)
+    variance_ratio = xp.exp(2.0 * (log_std_p - log_std_q))
+    squared_distance = ((mean_p - mean_q) * xp.exp(-log_std_q)) ** 2
+    return xp.sum(log_std_q - log_std_p + 0.5 * (variance_ratio + squared_distance) - 0.5, axis=-1)
 
 
-def categorical_log_prob(logits: th.Tensor, actions: th.Tensor) -> th.Tensor:
+def take_actions(log_p: Array, actions: Array) -> Array:
+    """``log_p[i, actions[i]]`` for each row ``i``: shape ``(B,)`` from ``(B, n)`` and integer indices ``(B,)``."""
+    if isinstance(log_p, th.Tensor):
+        return log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return np.take_along_axis(log_p, actions.astype(np.int64)[:, None], axis=-1)[:, 0]
+
+
+def categorical_log_prob(logits: Array, actions: Array) -> Array:
     """
     Log-probability of action indices under a categorical distribution.
 
-    :param logits: unnormalized log-probabilities, shape ``(B, n)``.
+    :param logits: unnormalized log-probabilities, shape ``(B, n)`` (a tensor or a NumPy array).
     :param actions: action indices, shape ``(B,)``, integer (or float holding integers).
     :return: log-probabilities, shape ``(B,)``.
     """
-    return th.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    return take_actions(log_softmax(logits), actions)
 
 
-def categorical_entropy(logits: th.Tensor) -> th.Tensor:
+def categorical_entropy(logits: Array) -> Array:
     r"""
     Entropy :math:`-\sum_j p_j \log p_j` of a categorical distribution given by logits.
 
-    :param logits: shape ``(B, n)``.
+    :param logits: shape ``(B, n)`` (a tensor or a NumPy array).
     :return: entropy in nats, shape ``(B,)``.
     """
-    log_p = th.log_softmax(logits, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    xp, log_p = array_module(logits), log_softmax(logits)
+    return -xp.sum(xp.exp(log_p) * log_p, axis=-1)
 
 
-def categorical_kl(logits_p: th.Tensor, logits_q: th.Tensor) -> th.Tensor:
+def categorical_kl(logits_p: Array, logits_q: Array) -> Array:
     r"""
     :math:`KL(p \,\|\, q) = \sum_j p_j (\log p_j - \log q_j)` between categorical distributions given by logits.
 
-    :param logits_p: shape ``(B, n)``.
+    :param logits_p: shape ``(B, n)`` (a tensor or a NumPy array).
     :param logits_q: shape ``(B, n)``.
     :return: KL divergences in nats, shape ``(B,)``.
     """
-    log_p = th.log_softmax(logits_p, dim=-1)
-    return (log_p.exp() * (log_p - th.log_softmax(logits_q, dim=-1))).sum(dim=-1)
+    xp, log_p = array_module(logits_q), log_softmax(logits_p)
+    return xp.sum(xp.exp(log_p) * (log_p - log_softmax(logits_q)), axis=-1)
 
 
 def gumbel_noise(shape: tuple[int, ...], device: th.device | str = "cpu") -> th.Tensor:
@@ -167,9 +196,13 @@ class Distribution(ABC):
         :return: float32 tensor of shape ``(*shape, noise_dim)``.
         """
 
-    def _check_same_kind(self, other: "Distribution") -> None:
+    def _same_kind(self: SelfDistribution, other: "Distribution") -> SelfDistribution:
+        """``other``, checked to be a batch of the same kind as this one.
+
+        :raises TypeError: for another kind of distribution."""
         if type(other) is not type(self):
             raise TypeError(f"KL divergence needs two {type(self).__name__} batches, got {type(other).__name__}")
+        return other  # type: ignore[return-value]
 
     def get_actions(self, deterministic: bool = False) -> th.Tensor:
         """:meth:`mode` if ``deterministic``, else :meth:`sample` (Stable-Baselines3's name)."""
@@ -202,7 +235,7 @@ class DiagGaussian(Distribution):
         return self.mean
 
     def kl(self, other: Distribution) -> th.Tensor:
-        self._check_same_kind(other)
+        other = self._same_kind(other)
         return gaussian_kl(self.mean, self.log_std, other.mean, other.log_std)
 
     def params(self) -> th.Tensor:
@@ -262,7 +295,7 @@ class Categorical(LogitsDistribution):
         return th.argmax(self.logits, dim=-1)
 
     def kl(self, other: Distribution) -> th.Tensor:
-        self._check_same_kind(other)
+        other = self._same_kind(other)
         return categorical_kl(self.logits, other.logits)
 
     @staticmethod
@@ -300,7 +333,7 @@ class MultiCategorical(Distribution):
         return th.stack([th.argmax(c, dim=-1) for c in self.components], dim=-1)
 
     def kl(self, other: Distribution) -> th.Tensor:
-        self._check_same_kind(other)
+        other = self._same_kind(other)
         return sum(categorical_kl(p, q) for p, q in zip(self.components, other.components, strict=True))  # type: ignore[return-value]
 
     def params(self) -> th.Tensor:
@@ -348,7 +381,7 @@ class Bernoulli(LogitsDistribution):
         return (self.logits > 0).to(self.logits.dtype)
 
     def kl(self, other: Distribution) -> th.Tensor:
-        self._check_same_kind(other)
+        other = self._same_kind(other)
         softplus = th.nn.functional.softplus
         p = th.sigmoid(self.logits)
         # p (log p - log q) + (1 - p) (log (1 - p) - log (1 - q))

@@ -1,22 +1,26 @@
-"""The fast path for MLP actor-critics: flat parameter storage, closed-form gradients and a NumPy rollout actor.
+"""The fast path for MLP actor-critics (:class:`ClosedFormBackend`): flat parameter storage, closed-form gradients and a
+NumPy rollout actor.
 
 For the small networks of continuous control, PyTorch's per-operation overhead costs more than the arithmetic:
 autograd records every operation of the forward pass and replays it, an optimizer step and a gradient-norm clip
 touch each parameter tensor separately, and a forward pass for one observation takes tens of microseconds. This
-module computes exactly the same update with fewer, larger operations:
+backend computes exactly the same update with fewer, larger operations:
 
 - **Flat storage** (:class:`FlatParameters`): every parameter becomes a view into one contiguous buffer (its gradient
   into another), and the optimizer gets one flat tensor per parameter group (``"actor"``, ``"critic"``). Zeroing,
   clipping and the optimizer step are then one operation per group. Used only with optimizers that act on each element
   independently (:data:`ELEMENTWISE_OPTIMIZERS`: Adam, AdamW, SGD, ...), for which a flat tensor and separate tensors
   give the same update.
-- **Closed-form gradients** (:class:`ClosedFormLoss`): the loss of :func:`~sb3_clippedppo.losses.ppo_loss` with its
-  gradient written out (below), back-propagated by hand through each ``Linear -> activation`` layer. On the CPU this
-  arithmetic runs in NumPy, on arrays that share memory with the flat buffers and the minibatch (a NumPy operation
-  costs about a third of a torch one, and a minibatch of these networks is some sixty small operations); on a GPU it
-  runs in torch. One implementation serves both: it uses only operations that NumPy and torch spell the same way.
-- **NumPy rollout actor** (:class:`NumpyMLP`): a float32 NumPy copy of the actor for the rollout's per-step actions;
-  the rollout's values and log-probabilities are computed afterwards in one batched torch pass.
+- **Closed-form gradients** (:meth:`ClosedFormBackend.backward`): the loss is the shared one,
+  :func:`~sb3_clippedppo.losses.ppo_loss_terms`, on the distributions' own expressions
+  (:mod:`sb3_clippedppo.distributions`) and the policy's normalization (:func:`~sb3_clippedppo.normalization.normalize`);
+  only its gradient is written here (below), back-propagated by hand through each ``Linear -> activation`` layer. On the
+  CPU this arithmetic runs in NumPy, on arrays that share memory with the flat buffers and the minibatch (a NumPy
+  operation costs about a third of a torch one, and a minibatch of these networks is some sixty small operations); on a
+  GPU it runs in torch. One implementation serves both: it uses only operations that NumPy and torch spell the same way.
+- **NumPy rollout actor** (:meth:`ClosedFormBackend.rollout_step`): the same forward pass (:func:`mlp_forward`) for the
+  rollout's per-step actions; the rollout's values and log-probabilities are computed afterwards in batched torch
+  passes.
 
 While ClippedPPO learns on the fast path, torch runs on one thread and NumPy's BLAS library gets the threads
 (:mod:`sb3_clippedppo.threads`), so that the two thread pools never spin against each other.
@@ -48,6 +52,7 @@ The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
 
 import math
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, NamedTuple, cast
 
 import numpy as np
@@ -58,10 +63,22 @@ from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
 
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
-from sb3_clippedppo.distributions import LOG_2PI, Categorical, DiagGaussian
-from sb3_clippedppo.losses import LossCoefficients, LossTerms, ratio_statistics
-from sb3_clippedppo.normalization import CLIP, NormalizingExtractor
+from sb3_clippedppo.distributions import (
+    Categorical,
+    DiagGaussian,
+    categorical_entropy,
+    categorical_kl,
+    categorical_log_prob,
+    gaussian_entropy,
+    gaussian_kl,
+    gaussian_log_prob,
+    log_softmax,
+)
+from sb3_clippedppo.losses import SCALAR_TERMS, LossCoefficients, LossTerms, ppo_loss_terms
+from sb3_clippedppo.normalization import NormalizingExtractor, normalize
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
+from sb3_clippedppo.saving import regroup_optimizer_state
+from sb3_clippedppo.update import EVALUATION_CHUNK, RolloutStep, UpdateBackend
 
 # Optimizers whose update of each element depends only on that element's gradient and state: for them, one flat
 # tensor per parameter group gives the same update as the separate parameter tensors.
@@ -145,16 +162,24 @@ def mlp_layers(hidden: nn.Module, output: nn.Module) -> list[Layer] | None:
     return layers if layers and layers[-1] == (output, None) else None
 
 
-def mlp_forward(layers: list[ArrayLayer], x: Array, xp: Any) -> tuple[Array, Trace]:
-    """Forward pass keeping ``(input, pre-activation, output)`` of each layer for :func:`mlp_backward`."""
-    trace = []
+def mlp_forward(layers: list[ArrayLayer], x: Array, xp: Any, trace: Trace | None = None) -> Array:
+    """
+    The network's output for inputs ``x`` of shape ``(B, in_features)``: ``(B, out_features)``.
+
+    :param layers: the network, as arrays of its parameters.
+    :param x: the inputs.
+    :param xp: ``numpy`` or ``torch``, the arrays' module.
+    :param trace: a list to which ``(input, pre-activation, output)`` of each layer is appended, for :func:`mlp_backward`;
+        None keeps nothing (the rollout's actor).
+    """
     for layer in layers:
         z = x @ layer.weight.T
         z += layer.bias
         h = z if layer.activation is None else ACTIVATIONS[type(layer.activation)].forward(z, layer.activation, xp)
-        trace.append((x, z, h))
+        if trace is not None:
+            trace.append((x, z, h))
         x = h
-    return x, trace
+    return x
 
 
 def mlp_backward(layers: list[ArrayLayer], trace: Trace, grad_out: Array, xp: Any) -> None:
@@ -168,35 +193,6 @@ def mlp_backward(layers: list[ArrayLayer], trace: Trace, grad_out: Array, xp: An
         xp.sum(grad, axis=0, out=layer.bias_grad)
         if index > 0:
             grad = grad @ layer.weight
-
-
-class NumpyMLP:
-    """
-    A float32 NumPy copy of a ``Linear -> activation -> ... -> Linear`` network, for evaluating it on a few
-    observations at a time: for one observation it is several times faster than a torch forward pass. It does not
-    follow later changes of the network's parameters.
-
-    :param layers: the network's layers, from :func:`mlp_layers`.
-    """
-
-    def __init__(self, layers: list[Layer]):
-        self.layers = [
-            (
-                linear.weight.detach().cpu().numpy().T.astype(np.float32, order="C"),
-                linear.bias.detach().cpu().numpy().astype(np.float32),
-                activation,
-            )
-            for linear, activation in layers
-        ]
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Outputs for inputs ``x`` of shape ``(B, in_features)`` (float32), shape ``(B, out_features)``."""
-        for weight, bias, activation in self.layers:
-            x = x @ weight
-            x += bias
-            if activation is not None:
-                x = ACTIVATIONS[type(activation)].forward(x, activation, np)
-        return x
 
 
 def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
@@ -326,344 +322,198 @@ class FlatParameters:
         return norm
 
 
-def regroup_optimizer_state(state_dict: dict[str, Any], optimizer: th.optim.Optimizer) -> dict[str, Any]:
+# ---------------------------------------------------------------------------------------------- the backend
+
+
+class ClosedFormContext(NamedTuple):
+    """What :meth:`ClosedFormBackend.backward` needs from the forward pass of :meth:`ClosedFormBackend.loss`."""
+
+    coefficients: LossCoefficients
+    output: Array  # (B, k) actor output: Gaussian means or logits
+    actions: Array  # (B, k) float32 or (B,) int64
+    old_distribution: Array  # (B, P): the rollout policy's distribution parameters (P = 0 if not kept)
+    actor_trace: Trace
+    critic_trace: Trace
+
+
+class ClosedFormBackend(UpdateBackend):
     """
-    An optimizer state dict saved with one tensor per parameter regrouped for an optimizer over flat tensors (one
-    per group), or the reverse, so that a model saved with either storage loads with the other. Groups are matched
-    in order; each per-element state tensor (e.g. Adam's moments) is split or concatenated, scalars (``step``) copied.
-    A state dict that already matches is returned unchanged.
+    The update of :func:`~sb3_clippedppo.losses.ppo_loss_terms` with closed-form gradients, for a policy that
+    :func:`unsupported_reason` accepts (the module's docstring derives them): the loss terms are the shared ones,
+    computed on NumPy arrays that share memory with the parameters, their gradients (:class:`FlatParameters`) and the
+    minibatch; :meth:`backward` writes their gradient. The rollout acts through a NumPy forward pass of the actor; the
+    rollout's values and log-probabilities are computed at its end, in batched torch passes.
 
-    :param state_dict: the saved ``optimizer.state_dict()``.
-    :param optimizer: the optimizer to load it into.
-    :return: a state dict for ``optimizer``.
-    :raises ValueError: when the groups or sizes do not correspond.
-    """
-    saved_groups, current_groups = state_dict["param_groups"], optimizer.param_groups
-    if [len(g["params"]) for g in saved_groups] == [len(g["params"]) for g in current_groups]:
-        return state_dict
-    if len(saved_groups) != len(current_groups):
-        raise ValueError(f"optimizer state has {len(saved_groups)} parameter groups, the optimizer {len(current_groups)}")
-    new_state: dict[int, dict[str, Any]] = {}
-    new_groups = []
-    index = 0
-    for saved, current in zip(saved_groups, current_groups, strict=True):
-        sizes = [p.numel() for p in current["params"]]
-        shapes = [p.shape for p in current["params"]]
-        entries = [state_dict["state"].get(i) for i in saved["params"]]
-        if all(entry is None for entry in entries):
-            pieces: list[dict[str, Any] | None] = [None] * len(sizes)
-        else:
-            keys = next(entry for entry in entries if entry is not None)
-            flat: dict[str, Any] = {}
-            for key, value in keys.items():
-                if isinstance(value, th.Tensor) and value.dim() > 0:
-                    flat[key] = th.cat([entry[key].reshape(-1) for entry in entries])  # type: ignore[index]
-                else:
-                    flat[key] = value
-            total = sum(sizes)
-            if any(isinstance(v, th.Tensor) and v.dim() > 0 and v.numel() != total for v in flat.values()):
-                raise ValueError("optimizer state does not match the parameters' sizes")
-            pieces = []
-            offset = 0
-            for size, shape in zip(sizes, shapes, strict=True):
-                pieces.append(
-                    {
-                        key: value[offset : offset + size].reshape(shape).clone()
-                        if isinstance(value, th.Tensor) and value.dim() > 0
-                        else (value.clone() if isinstance(value, th.Tensor) else value)
-                        for key, value in flat.items()
-                    }
-                )
-                offset += size
-        ids = list(range(index, index + len(sizes)))
-        for i, piece in zip(ids, pieces, strict=True):
-            if piece is not None:
-                new_state[i] = piece
-        new_groups.append({**saved, "params": ids})
-        index += len(sizes)
-    return {"state": new_state, "param_groups": new_groups}
+    On the CPU the arithmetic runs in NumPy (NumPy's cost per operation is a third of PyTorch's, and these networks are
+    small enough for that to matter); on another device it runs in torch. Both give the same numbers up to float32
+    rounding.
 
-
-# ---------------------------------------------------------------------------------------------- the loss
-
-
-class ClosedFormLoss:
-    """
-    :func:`~sb3_clippedppo.losses.ppo_loss` with closed-form gradients, for a policy that :func:`unsupported_reason`
-    accepts. Per minibatch, call :meth:`forward` (no autograd graph is built) and, when the step is to be taken,
-    :meth:`backward`.
-
-    On the CPU the arithmetic runs in NumPy, on arrays that share memory with the parameters, their gradients and the
-    minibatch (NumPy's cost per operation is a third of PyTorch's, and these networks are small enough for that to
-    matter); on another device it runs in torch. Both give the same numbers up to float32 rounding.
-
-    :param policy: the policy; its parameters' ``.grad`` must be tensors (:class:`FlatParameters` sees to that) by the
-        first :meth:`forward`. Call :meth:`bind` again after parameters, gradients or the observation statistics are
-        replaced.
+    :param policy: a policy that :func:`unsupported_reason` accepts.
     :param array_module: ``numpy`` or ``torch`` to choose the arithmetic's library (``numpy`` needs the CPU); default
         (None): NumPy on the CPU, torch elsewhere.
-    :raises ValueError: for another ``array_module``.
+    :raises ValueError: for a policy it does not support, or another ``array_module``.
     """
 
+    fast_path = True
+
     def __init__(self, policy: ActorCriticPolicy, array_module: Any = None):
+        reason = unsupported_reason(policy, "clip")  # either objective; the policy decides the rest
+        if reason is not None:
+            raise ValueError(f"the fast path does not apply: {reason}")
         if array_module not in (None, np, th):
             raise ValueError(f"array_module must be None, numpy or torch, got {array_module!r}")
+        super().__init__(policy)
+        self.policy: ActorCriticPolicy = policy
         self.array_module = array_module
-        self.policy = policy
+        self.flat = FlatParameters(policy)
         self.actor_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
         self.critic_layers = cast(list[Layer], mlp_layers(policy.mlp_extractor.value_net, policy.value_net))
         self.discrete = policy.distribution_class is Categorical
-        self.normalizer = policy.obs_normalizer
+        self.obs_statistics = policy.obs_normalizer.statistics()[0] if policy.obs_normalizer is not None else None
+        self.obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
         self.xp: Any = np
-        self._bound = False
-        self._saved: dict[str, Any] | None = None
 
     def _array(self, tensor: th.Tensor) -> Array:
-        """A tensor as this loss's array type, sharing its memory."""
+        """A tensor as this backend's array type, sharing its memory."""
         return tensor.detach().numpy() if self.xp is np else tensor.detach()
 
-    def _tensors(self, *arrays: Array) -> list[th.Tensor]:
-        """Arrays back as tensors, sharing their memory."""
-        return [th.from_numpy(np.asarray(a)) for a in arrays] if self.xp is np else list(arrays)
-
-    def bind(self) -> None:
+    def prepare(self) -> None:
         """
-        Take this loss's views of the parameters, their gradients and the observation statistics.
+        Make sure the flat storage is intact (rebuilding it if not), then take this backend's views of the parameters
+        and their gradients.
 
         :raises ValueError: for ``array_module=numpy`` with the policy on another device than the CPU.
-        :raises RuntimeError: when a parameter has no ``.grad`` tensor.
         """
+        self.flat.ensure()
         on_cpu = self.policy.device.type == "cpu"
         if self.array_module is np and not on_cpu:
             raise ValueError(f"array_module=numpy needs the policy on the CPU, it is on {self.policy.device}")
         self.xp = (np if on_cpu else th) if self.array_module is None else self.array_module
-        if any(p.grad is None for p in self.policy.parameters()):
-            raise RuntimeError("ClosedFormLoss writes into the parameters' .grad tensors: create them first (FlatParameters)")
 
         def layers(pairs: list[Layer]) -> list[ArrayLayer]:
-            return [
-                ArrayLayer(*(self._array(t) for t in (lin.weight, lin.bias, lin.weight.grad, lin.bias.grad)), act)  # type: ignore[arg-type]
-                for lin, act in pairs
-            ]
+            def array(tensor: th.Tensor | None) -> Array:  # a parameter or its gradient (FlatParameters creates them)
+                return self._array(cast(th.Tensor, tensor))
+
+            return [ArrayLayer(array(lin.weight), array(lin.bias), array(lin.weight.grad), array(lin.bias.grad), act)
+                    for lin, act in pairs]  # fmt: skip
 
         self.actor, self.critic = layers(self.actor_layers), layers(self.critic_layers)
         if not self.discrete:
-            self.log_std, self.log_std_grad = self._array(self.policy.log_std), self._array(self.policy.log_std.grad)  # type: ignore[arg-type]
-        self.obs_statistics = None
-        if self.normalizer is not None:
-            statistics = self.normalizer.stats[0].numpy_parameters()  # mean, 1 / std: (obs_dim,) float32 each
-            self.obs_statistics = tuple(a if self.xp is np else th.as_tensor(a, device=self.policy.device) for a in statistics)
-        self._bound = True
+            log_std = cast(th.Tensor, self.policy.log_std)
+            self.log_std, self.log_std_grad = self._array(log_std), self._array(cast(th.Tensor, log_std.grad))
+        like = np.float32(0) if self.xp is np else th.zeros((), device=self.policy.device)
+        self.obs_parameters = None if self.obs_statistics is None else self.obs_statistics.parameters_as(like)
 
-    def forward(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
-        """
-        The loss for a minibatch, keeping what :meth:`backward` needs. Arguments as for
-        :func:`~sb3_clippedppo.losses.ppo_loss`.
+    def _features(self, observations: Array, xp: Any, obs_parameters: tuple[Array, Array] | None) -> Array:
+        """Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, obs_dim)``, normalized with the policy's
+        statistics (``obs_parameters``: mean and inverse standard deviation) under ``normalize_observations``."""
+        x = observations.reshape(-1, self.obs_dim)
+        x = x.astype(np.float32) if xp is np else x.to(dtype=th.float32)
+        return x if obs_parameters is None else normalize(x, *obs_parameters)
 
-        :return: the loss terms.
-        """
-        if not self._bound:
-            self.bind()
-        xp = self.xp
-        clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
-        penalty = policy_objective == "kl_penalty"
-        n = len(batch.actions)
-        actions, old_log_prob, old_values, returns, old_distribution, advantages = (
-            self._array(t)
-            for t in (batch.actions, batch.old_log_prob, batch.old_values, batch.returns, batch.old_distribution, advantages)
-        )
-        x = self._array(batch.observations.to(dtype=th.float32)).reshape(n, -1)  # type: ignore[union-attr]
-        if self.obs_statistics is not None:
-            mean, inv_std = self.obs_statistics
-            x = xp.clip((x - mean) * inv_std, -CLIP, CLIP)
-        output, actor_trace = mlp_forward(self.actor, x, xp)
-        values, critic_trace = mlp_forward(self.critic, x, xp)
-        values = values[:, 0]
+    def rollout_step(self, n_steps: int, n_envs: int, keep_distributions: bool) -> RolloutStep:
+        """The actor's NumPy forward pass on the environments' observations, then ``mean + std * noise`` (Gaussian) or
+        ``argmax(logits + noise)`` (categorical, the Gumbel-max trick), with the rollout's noise from
+        ``policy.draw_noise``; values, log-probabilities and distribution parameters are left to :meth:`finish_rollout`."""
+        self.prepare()
+        if self.xp is np:
+            actor, obs_parameters = self.actor, self.obs_parameters
+        else:  # on another device: a NumPy copy of the actor (one observation per environment is too small for a GPU)
+            actor = [ArrayLayer(lin.weight.detach().cpu().numpy(), lin.bias.detach().cpu().numpy(), None, None, act)
+                     for lin, act in self.actor_layers]  # fmt: skip
+            obs_parameters = None if self.obs_statistics is None else self.obs_statistics.parameters_as(np.float32(0))
+        noise = self.policy.draw_noise(n_steps, n_envs).numpy()
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            return mlp_forward(actor, self._features(obs, np, obs_parameters), np)
 
         if self.discrete:
-            # log softmax: log p_ij = l_ij - logsumexp_j(l_ij); entropy H_i = -sum_j p_ij log p_ij
-            log_p = log_softmax(output, xp)
-            p = xp.exp(log_p)
-            actions = actions.astype(np.int64) if xp is np else actions.long()
-            log_prob = log_p[self._rows(n), actions]
-            entropy = -xp.sum(p * log_p, axis=-1)
-            entropy_loss = -entropy.mean()
-            if penalty:  # KL(p_old || p) = sum_j p_old,j (log p_old,j - log p_j)
-                old_log_p = log_softmax(old_distribution, xp)
-                old_p = xp.exp(old_log_p)
-                kl = xp.sum(old_p * (old_log_p - log_p), axis=-1)
-            distribution = (p, log_p, entropy, actions, old_p if penalty else None)
+            return lambda obs, step: (np.argmax(act(obs) + noise[step], axis=-1), None, None, None)
+        std = np.exp(cast(th.Tensor, self.policy.log_std).detach().cpu().numpy())
+        return lambda obs, step: (act(obs) + std * noise[step], None, None, None)
+
+    @th.no_grad()
+    def finish_rollout(self, buffer: RolloutBuffer) -> None:
+        """The rollout's values, log-probabilities (and distribution parameters where the buffer keeps them), in batched
+        passes of :data:`EVALUATION_CHUNK` transitions."""
+        actions = buffer.flat_actions()
+        values, log_probs = buffer.values.reshape(-1), buffer.log_probs.reshape(-1)
+        distributions = buffer.old_distributions.reshape(buffer.n_transitions, -1)
+        for chunk, observations in buffer.chunks(EVALUATION_CHUNK):
+            distribution, chunk_values = self.policy.forward_distribution(observations)
+            values[chunk] = chunk_values.cpu().numpy()
+            log_probs[chunk] = distribution.log_prob(actions[chunk]).cpu().numpy()
+            if buffer.keeps_distributions:
+                distributions[chunk] = distribution.params().cpu().numpy()
+
+    def loss(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
+        """The minibatch's loss terms (:func:`~sb3_clippedppo.losses.ppo_loss_terms` on this backend's arrays), without
+        an autograd graph; the context for :meth:`backward` rides along in ``terms.context``."""
+        penalty = coefficients.policy_objective == "kl_penalty"
+        x = self._features(self._array(batch.observations), self.xp, self.obs_parameters)  # type: ignore[arg-type]
+        actor_trace: Trace = []
+        critic_trace: Trace = []
+        output = mlp_forward(self.actor, x, self.xp, actor_trace)
+        values = mlp_forward(self.critic, x, self.xp, critic_trace)[:, 0]
+        names = ("actions", "old_values", "old_log_prob", "returns", "old_distribution")
+        arrays = SimpleNamespace(**{name: self._array(getattr(batch, name)) for name in names})
+        actions, old_distribution, kl = arrays.actions, arrays.old_distribution, None
+        if self.discrete:
+            log_prob, entropy = categorical_log_prob(output, actions), categorical_entropy(output)
+            if penalty:
+                kl = categorical_kl(old_distribution, output)
         else:
-            # log pi_i = -1/2 sum_j z_ij^2 - sum_j log_std_j - k/2 log 2 pi, z = (a - mu) / sigma
-            log_std = self.log_std
-            inv_std = xp.exp(-log_std)
-            z = (actions - output) * inv_std
-            log_prob = -0.5 * xp.sum(z * z, axis=-1) - xp.sum(log_std) - 0.5 * LOG_2PI * z.shape[-1]
-            entropy_loss = -xp.sum(0.5 + 0.5 * LOG_2PI + log_std)
-            if penalty:  # KL(old || new) = sum_j log(sigma / sigma_old) + (sigma_old^2 + (mu - mu_old)^2) / (2 sigma^2) - 1/2
-                k = z.shape[-1]
-                old_mean, old_log_std = old_distribution[:, :k], old_distribution[:, k:]
-                spread = (xp.exp(2.0 * old_log_std) + (output - old_mean) ** 2) * (inv_std * inv_std)
-                kl = xp.sum(log_std - old_log_std + 0.5 * spread - 0.5, axis=-1)
-            distribution = (output, inv_std, z, old_distribution)
-        log_ratio = log_prob - old_log_prob
-        ratio = xp.exp(log_ratio)
-        surrogate = advantages * ratio
-        if penalty:  # PPO-Penalty, Schulman et al. 2017 section 4
-            policy_loss = -surrogate.mean() + kl_coef * kl.mean()
-        else:  # the clipped surrogate, eq. 7; the gradient flows where the unclipped term is the minimum
-            clipped = advantages * xp.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
-            policy_loss = -xp.minimum(surrogate, clipped).mean()
-            surrogate = surrogate * (surrogate <= clipped)
-        if clip_range_vf is None:
-            predicted, value_mask = values, None
-        else:  # SB3's value clipping: V' = V_old + clip(V - V_old, -c, c); no gradient where the clip is active
-            delta = values - old_values
-            predicted, value_mask = old_values + xp.clip(delta, -clip_range_vf, clip_range_vf), xp.abs(delta) <= clip_range_vf
-        value_loss = ((returns - predicted) ** 2).mean()
-        loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
-        self._saved = dict(
-            n=n, surrogate=surrogate, ent_coef=ent_coef, vf_coef=vf_coef, kl_coef=kl_coef if penalty else None,
-            distribution=distribution, actor_trace=actor_trace, critic_trace=critic_trace, predicted=predicted,
-            returns=returns, value_mask=value_mask,
-        )  # fmt: skip
-        statistics = ratio_statistics(ratio, log_ratio, clip_range)
-        return LossTerms(*self._tensors(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics))
+            log_prob, entropy = gaussian_log_prob(actions, output, self.log_std), gaussian_entropy(self.log_std)
+            if penalty:
+                k = output.shape[-1]
+                kl = gaussian_kl(old_distribution[:, :k], old_distribution[:, k:], output, self.log_std)
+        terms = ppo_loss_terms(log_prob, entropy, values, arrays, self._array(advantages), coefficients, kl)
+        context = ClosedFormContext(coefficients, output, actions, old_distribution, actor_trace, critic_trace)
+        scalars = {name: th.as_tensor(getattr(terms, name)) for name in SCALAR_TERMS}
+        return terms._replace(context=context, **scalars)
 
-    def _rows(self, n: int) -> Array:
-        return np.arange(n) if self.xp is np else th.arange(n, device=self.policy.device)
-
-    def backward(self) -> None:
+    def backward(self, terms: LossTerms) -> None:
         """
-        Write the gradient of the last :meth:`forward`'s loss into every parameter's ``.grad`` (overwriting it).
+        Write the gradient of ``terms.loss`` into every parameter's ``.grad`` (overwriting it), from the loss's derivatives
+        with respect to the log-probabilities and the values (``terms.grad_log_prob``, ``terms.grad_values``).
 
-        :raises RuntimeError: without a preceding :meth:`forward`.
+        :raises ValueError: for terms that :meth:`loss` did not compute.
         """
-        if self._saved is None:
-            raise RuntimeError("ClosedFormLoss.backward() needs a forward() first")
-        saved, self._saved = self._saved, None
-        xp, n, kl_coef, ent_coef = self.xp, saved["n"], saved["kl_coef"], saved["ent_coef"]
-
-        # d L_pg / d log pi_i = -A_i r_i / B where the unclipped term is the minimum (PPO-Penalty: everywhere)
-        grad_log_prob = saved["surrogate"] * (-1.0 / n)
+        if not isinstance(terms.context, ClosedFormContext):
+            raise ValueError("ClosedFormBackend.backward() takes the terms of its own loss()")
+        xp, context, grad_log_prob = self.xp, terms.context, terms.grad_log_prob
+        n, (_, _, ent_coef, _, policy_objective, kl_coef) = len(grad_log_prob), context.coefficients
+        output, old_distribution = context.output, context.old_distribution
         if self.discrete:
-            # Through log softmax: (onehot - p) * g; entropy bonus: ent_coef * p (log p + H) / B;
+            # Through log softmax: (onehot - p) * g; the entropy bonus: ent_coef * p (log p + H) / B;
             # KL(p_old || p): beta (p - p_old) / B
-            p, log_p, entropy, actions, old_p = saved["distribution"]
+            log_p = log_softmax(output)
+            p = xp.exp(log_p)
             grad_output = -p * grad_log_prob[:, None]
-            grad_output[self._rows(n), actions] += grad_log_prob
-            grad_output += p * (log_p + entropy[:, None]) * (ent_coef / n)
-            if kl_coef is not None:
-                grad_output += (p - old_p) * (kl_coef / n)
+            rows = np.arange(n) if xp is np else th.arange(n, device=output.device)
+            indices = context.actions.astype(np.int64) if xp is np else context.actions.long()
+            grad_output[rows, indices] += grad_log_prob
+            grad_output += p * (log_p - xp.sum(p * log_p, axis=-1, keepdims=True)) * (ent_coef / n)
+            if policy_objective == "kl_penalty":
+                grad_output += (p - xp.exp(log_softmax(old_distribution))) * (kl_coef / n)
         else:
             # d log pi_i / d mu_ij = z_ij / sigma_j, d log pi_i / d log_std_j = z_ij^2 - 1; the entropy bonus: -ent_coef;
             # KL(old || new): d/d mu = (mu - mu_old) / sigma^2, d/d log_std = 1 - (sigma_old^2 + (mu - mu_old)^2) / sigma^2
-            mean, inv_std, z, old_distribution = saved["distribution"]
+            inv_std = xp.exp(-self.log_std)
+            z = (context.actions - output) * inv_std
             grad_output = grad_log_prob[:, None] * z * inv_std
             grad_log_std = (z * z - 1.0).T @ grad_log_prob - ent_coef
-            if kl_coef is not None:
-                k = z.shape[-1]
+            if policy_objective == "kl_penalty":
+                k = output.shape[-1]
                 old_mean, old_log_std = old_distribution[:, :k], old_distribution[:, k:]
                 inv_var = inv_std * inv_std
-                difference = mean - old_mean
+                difference = output - old_mean
                 grad_output += difference * inv_var * (kl_coef / n)
                 spread = (xp.exp(2.0 * old_log_std) + difference * difference) * inv_var
                 grad_log_std += xp.sum(1.0 - spread, axis=0) * (kl_coef / n)
             self.log_std_grad[...] = grad_log_std
-
-        # d(vf_coef * L_v) / dV_i = vf_coef * 2 (V'_i - R_i) / B where the value clipping is inactive
-        grad_values = (saved["predicted"] - saved["returns"]) * (2.0 * saved["vf_coef"] / n)
-        if saved["value_mask"] is not None:
-            grad_values = grad_values * saved["value_mask"]
-
-        mlp_backward(self.actor, saved["actor_trace"], grad_output, xp)
-        mlp_backward(self.critic, saved["critic_trace"], grad_values[:, None], xp)
-
-
-def log_softmax(logits: Array, xp: Any) -> Array:
-    """``log softmax`` over the last axis, shape as ``logits``."""
-    shifted = logits - xp.amax(logits, axis=-1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=-1, keepdims=True))
-
-
-# ---------------------------------------------------------------------------------------------- the backend
-
-
-class FastMlp:
-    """
-    The fast path as ClippedPPO's core calls it: :meth:`prepare` before an update, :meth:`rollout_step` for each
-    rollout, :meth:`evaluate_rollout` after it, and per minibatch :meth:`loss`, :meth:`backward` and
-    :meth:`clip_grad_norm_` (then the core's ``optimizer.step()``).
-
-    :param policy: a policy that :func:`unsupported_reason` accepts.
-    :raises ValueError: for a policy it does not support.
-    """
-
-    def __init__(self, policy: ActorCriticPolicy):
-        reason = unsupported_reason(policy, "clip")  # either objective; the policy decides the rest
-        if reason is not None:
-            raise ValueError(f"the fast path does not apply: {reason}")
-        self.policy = policy
-        self.flat = FlatParameters(policy)
-        self.closed_form = ClosedFormLoss(policy)
-        self.obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
-
-    def prepare(self) -> None:
-        """Before an update: make sure the flat storage is intact (rebuilding it if not), and bind the loss to it."""
-        self.flat.ensure()
-        self.closed_form.bind()
-
-    def rollout_step(self, noise: th.Tensor) -> Callable[[np.ndarray, int], np.ndarray]:
-        """
-        The per-step actor for one rollout, during which the parameters do not change: a NumPy copy of the actor taken
-        now. It maps observations ``(n_envs, *obs_shape)`` and the step's index into ``noise`` (the rollout's noise from
-        ``policy.draw_noise(n_steps, n_envs)``, on the CPU) to raw actions: ``(n_envs, k)`` float32
-        (``mean + std * noise``) or ``(n_envs,)`` int64 (``argmax(logits + noise)``).
-        """
-        mlp = NumpyMLP(self.closed_form.actor_layers)
-        obs_dim, noise_array = self.obs_dim, noise.numpy()
-        if self.closed_form.normalizer is None:
-
-            def actor(obs: np.ndarray) -> np.ndarray:
-                return mlp(np.asarray(obs, np.float32).reshape(-1, obs_dim))
-
-        else:  # normalize_observations, with the statistics of this rollout
-            mean, inv_std = (a.reshape(-1) for a in self.closed_form.normalizer.stats[0].numpy_parameters())
-
-            def actor(obs: np.ndarray) -> np.ndarray:
-                x = (np.asarray(obs, np.float32).reshape(-1, obs_dim) - mean) * inv_std
-                return mlp(np.clip(x, -CLIP, CLIP, out=x))
-
-        if self.closed_form.discrete:
-            return lambda obs, step: np.argmax(actor(obs) + noise_array[step], axis=-1)
-        std = np.exp(self.policy.log_std.detach().cpu().numpy())
-        return lambda obs, step: actor(obs) + std * noise_array[step]
-
-    @th.no_grad()
-    def evaluate_rollout(self, buffer: RolloutBuffer, chunk_size: int = 256) -> None:
-        """
-        Fill the rollout's values, log-probabilities (and, where the buffer keeps them, distribution parameters) in
-        batched passes of ``chunk_size`` transitions (small chunks keep the activations' memory small).
-        """
-        observations, actions = buffer.flat_observations(), buffer.flat_actions()
-        values, log_probs = buffer.values.reshape(-1), buffer.log_probs.reshape(-1)
-        distributions = buffer.old_distributions.reshape(buffer.size, -1)
-        for start in range(0, buffer.size, chunk_size):
-            chunk = slice(start, start + chunk_size)
-            distribution, chunk_values = self.policy.forward_distribution(observations[chunk])  # type: ignore[index]
-            values[chunk] = chunk_values.cpu().numpy()
-            log_probs[chunk] = distribution.log_prob(actions[chunk]).cpu().numpy()
-            if distributions.shape[1]:
-                distributions[chunk] = distribution.params().cpu().numpy()
-
-    def loss(self, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients) -> LossTerms:
-        """The minibatch's loss terms (:meth:`ClosedFormLoss.forward`)."""
-        return self.closed_form.forward(batch, advantages, coefficients)
-
-    def backward(self) -> None:
-        """Write the last :meth:`loss`'s gradient into every parameter's ``.grad``."""
-        self.closed_form.backward()
+        mlp_backward(self.actor, context.actor_trace, grad_output, xp)
+        mlp_backward(self.critic, context.critic_trace, terms.grad_values[:, None], xp)
 
     def clip_grad_norm_(self, max_norm: float) -> float:
-        """Clip the global gradient norm to ``max_norm``; return the norm before clipping."""
         return self.flat.clip_grad_norm_(max_norm)

@@ -1,5 +1,6 @@
-"""ClippedPPO's loss, the readable definition: the clipped surrogate objective (or PPO-Penalty's), the value loss and the
-entropy bonus, for any actor-critic policy, with its gradient from autograd.
+"""ClippedPPO's loss, written once: the clipped surrogate objective (or PPO-Penalty's), the value loss and the entropy
+bonus. This is the code that runs on both update backends (:mod:`sb3_clippedppo.update`): on torch tensors with autograd,
+and on NumPy arrays in the fast path (:mod:`sb3_clippedppo.fast_mlp`, which adds only the gradient).
 
 For a minibatch of size ``B`` (Schulman et al. 2017, eq. 9, with the clipped surrogate of eq. 7):
 
@@ -9,19 +10,24 @@ For a minibatch of size ``B`` (Schulman et al. 2017, eq. 9, with the clipped sur
 - ``L_v = 1/B sum_i (R_i - V_i)^2``, with ``V_i`` optionally clipped to ``V_old,i +- clip_range_vf``;
 - ``L_ent = -1/B sum_i H(pi(.|s_i))``.
 
-:mod:`sb3_clippedppo.fast_mlp` computes the same loss with closed-form gradients for MLP policies.
+:func:`ppo_loss_terms` computes all of it from the policy's evaluation of the minibatch (log-probabilities, entropies,
+values and, for PPO-Penalty, the KL divergences), with operations that NumPy and torch spell alike; :func:`ppo_loss`
+evaluates any SB3 actor-critic policy on a minibatch and calls it.
 """
 
 from typing import Any, NamedTuple
 
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
-from torch.nn import functional as F
 
 from sb3_clippedppo.buffers import RolloutBatch
+from sb3_clippedppo.distributions import array_module
+
+# A torch tensor or a NumPy array
+Array = Any
 
 
-def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: float) -> th.Tensor:
+def clipped_surrogate_loss(ratio: Array, advantages: Array, clip_range: float) -> tuple[Array, Array]:
     r"""
     PPO's clipped surrogate objective, negated to be minimized (Schulman et al. 2017, eq. 7):
     :math:`-\mathbb{E}\left[\min\left(r A,\ \text{clip}(r, 1 - \epsilon, 1 + \epsilon) A\right)\right]`.
@@ -29,28 +35,34 @@ def clipped_surrogate_loss(ratio: th.Tensor, advantages: th.Tensor, clip_range: 
     The gradient with respect to ``ratio`` vanishes where the clipped term is the minimum, i.e. where
     ``A > 0 and r > 1 + eps`` or ``A < 0 and r < 1 - eps``.
 
-    :param ratio: probability ratios :math:`r = \pi(a|s) / \pi_{old}(a|s)`, shape ``(B,)``.
+    :param ratio: probability ratios :math:`r = \pi(a|s) / \pi_{old}(a|s)`, shape ``(B,)`` (a tensor or a NumPy array).
     :param advantages: advantage estimates, shape ``(B,)``.
     :param clip_range: :math:`\epsilon > 0`.
-    :return: scalar loss.
+    :return: ``(loss, unclipped)``: the scalar loss, and where the unclipped term is the minimum (the gradient flows
+        there), boolean ``(B,)``.
     """
-    return -th.min(advantages * ratio, advantages * th.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)).mean()
+    xp = array_module(ratio)
+    surrogate = advantages * ratio
+    clipped = advantages * xp.clip(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return -xp.minimum(surrogate, clipped).mean(), surrogate <= clipped
 
 
-def value_loss_fn(values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, clip_range_vf: float | None) -> th.Tensor:
+def clipped_values(values: Array, old_values: Array, clip_range_vf: float | None) -> tuple[Array, Array | None]:
     """
-    Mean squared error between value predictions and returns. With ``clip_range_vf``, the prediction is first
-    clipped to ``old_values +- clip_range_vf`` (as in Stable-Baselines3's PPO; this depends on the reward scale).
+    The value predictions the value loss uses: with ``clip_range_vf``, clipped to ``old_values +- clip_range_vf`` (as in
+    Stable-Baselines3's PPO; this depends on the reward scale).
 
-    :param values: current value predictions, shape ``(B,)``.
+    :param values: current value predictions, shape ``(B,)`` (a tensor or a NumPy array).
     :param old_values: value predictions at collection time, shape ``(B,)``.
-    :param returns: value targets (GAE returns), shape ``(B,)``.
     :param clip_range_vf: clipping range (> 0) or None.
-    :return: scalar loss.
+    :return: ``(predicted, unclipped)``: the predictions, and where the clipping is inactive (the gradient flows there),
+        boolean ``(B,)``, or None without clipping.
     """
-    if clip_range_vf is not None:
-        values = old_values + th.clamp(values - old_values, -clip_range_vf, clip_range_vf)
-    return F.mse_loss(returns, values)
+    if clip_range_vf is None:
+        return values, None
+    xp = array_module(values)
+    delta = values - old_values
+    return old_values + xp.clip(delta, -clip_range_vf, clip_range_vf), abs(delta) <= clip_range_vf
 
 
 def normalize_advantages(advantages: th.Tensor) -> th.Tensor:
@@ -64,7 +76,7 @@ def normalize_advantages(advantages: th.Tensor) -> th.Tensor:
     return (advantages - mean) / (std + 1e-8)
 
 
-def ratio_statistics(ratio: Any, log_ratio: Any, clip_range: float) -> tuple[Any, Any]:
+def ratio_statistics(ratio: Array, log_ratio: Array, clip_range: float) -> tuple[Array, Array]:
     """
     SB3 PPO's statistics of a minibatch's probability ratios: ``approx_kl``, the k3 estimator of ``KL(pi_old || pi)``,
     ``mean((r - 1) - log r)`` (unbiased and non-negative; Schulman 2020, "Approximating KL divergence"), and
@@ -80,16 +92,31 @@ def ratio_statistics(ratio: Any, log_ratio: Any, clip_range: float) -> tuple[Any
 
 
 class LossTerms(NamedTuple):
-    """The loss and its parts for one minibatch (scalars), the ratios, and their statistics (:func:`ratio_statistics`)."""
+    """
+    The loss and its parts for one minibatch (scalars), the ratios and their statistics (:func:`ratio_statistics`), and
+    the loss's derivatives with respect to the log-probabilities and the values, which a closed-form gradient starts
+    from (:mod:`sb3_clippedppo.fast_mlp`; autograd does not need them). Tensors or NumPy arrays, as the inputs of
+    :func:`ppo_loss_terms`.
+    """
 
-    policy_loss: th.Tensor
-    value_loss: th.Tensor
-    entropy_loss: th.Tensor
-    loss: th.Tensor
-    ratio: th.Tensor  # (B,)
-    log_ratio: th.Tensor  # (B,)
-    approx_kl: th.Tensor  # (), no gradient
-    clip_fraction: th.Tensor  # (), no gradient
+    policy_loss: Any
+    value_loss: Any
+    entropy_loss: Any
+    loss: Any
+    ratio: Any  # (B,)
+    log_ratio: Any  # (B,)
+    approx_kl: Any  # (), no gradient
+    clip_fraction: Any  # (), no gradient
+    # Without autograd (None with it): dL_pg / d log pi_i = -A_i r_i / B where the gradient flows (everywhere for
+    # PPO-Penalty, whose KL term the caller differentiates), else 0; and d(vf_coef * L_v) / dV_i = 2 vf_coef (V'_i - R_i) / B
+    # where the value clipping is inactive, else 0. Shape (B,) each.
+    grad_log_prob: Any = None
+    grad_values: Any = None
+    context: Any = None  # what a backend's backward needs from its forward pass (None with autograd)
+
+
+# The fields of LossTerms that are scalars
+SCALAR_TERMS = ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction")
 
 
 class LossCoefficients(NamedTuple):
@@ -106,17 +133,69 @@ class LossCoefficients(NamedTuple):
     kl_coef: float = 0.0  # beta of PPO-Penalty (eq. 8), >= 0
 
 
+def ppo_loss_terms(
+    log_prob: Array,
+    entropy: Array,
+    values: Array,
+    batch: RolloutBatch | Any,
+    advantages: Array,
+    coefficients: LossCoefficients,
+    kl: Array | None = None,
+) -> LossTerms:
+    """
+    The loss of one minibatch from the policy's evaluation of it (Schulman et al. 2017, eq. 7 and 9; PPO-Penalty,
+    section 4, eq. 8), on torch tensors (with autograd) or NumPy arrays alike.
+
+    :param log_prob: ``log pi(a_i|s_i)`` under the current policy, shape ``(B,)``.
+    :param entropy: ``H(pi(.|s_i))``, shape ``(B,)``, or ``()`` when it is the same for every state.
+    :param values: ``V(s_i)``, shape ``(B,)``.
+    :param batch: the minibatch's ``old_log_prob``, ``old_values`` and ``returns`` (shape ``(B,)`` each), as arrays of the
+        same kind (a :class:`~sb3_clippedppo.buffers.RolloutBatch`, or any object with these attributes).
+    :param advantages: the advantages, already normalized if requested, shape ``(B,)``.
+    :param coefficients: clip ranges, loss coefficients and the policy objective.
+    :param kl: ``KL(pi_old(.|s_i) || pi(.|s_i))``, shape ``(B,)``; needed for ``policy_objective="kl_penalty"``.
+    :return: the loss terms.
+    :raises ValueError: for ``kl_penalty`` without ``kl``.
+    """
+    clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
+    xp, n = array_module(log_prob), len(log_prob)
+    log_ratio = log_prob - batch.old_log_prob
+    ratio = xp.exp(log_ratio)
+    if policy_objective == "kl_penalty":  # PPO-Penalty, Schulman et al. 2017 section 4: the gradient flows everywhere
+        if kl is None:
+            raise ValueError("policy_objective='kl_penalty' needs the KL divergences (kl)")
+        policy_loss, unclipped = -(ratio * advantages).mean() + kl_coef * kl.mean(), None
+    else:
+        policy_loss, unclipped = clipped_surrogate_loss(ratio, advantages, clip_range)
+    predicted, value_unclipped = clipped_values(values, batch.old_values, clip_range_vf)
+    value_loss = ((batch.returns - predicted) ** 2).mean()
+    entropy_loss = -entropy.mean()
+    loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
+
+    detached = (ratio.detach(), log_ratio.detach()) if xp is th else (ratio, log_ratio)
+    statistics = ratio_statistics(detached[0], detached[1], clip_range)
+    grad_log_prob = grad_values = None
+    if not getattr(loss, "requires_grad", False):  # what a closed-form gradient starts from; autograd finds it itself
+        grad_log_prob = advantages * ratio * (-1.0 / n)
+        grad_values = (predicted - batch.returns) * (2.0 * vf_coef / n)
+        if unclipped is not None:
+            grad_log_prob = grad_log_prob * unclipped
+        if value_unclipped is not None:
+            grad_values = grad_values * value_unclipped
+    return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics, grad_log_prob, grad_values)
+
+
 def ppo_loss(
     policy: ActorCriticPolicy, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients
 ) -> LossTerms:
     """
-    The loss for one minibatch, with autograd: ``loss.backward()`` gives the gradients.
+    The loss for one minibatch, with autograd (``loss.backward()`` gives the gradients): the policy's evaluation of the
+    minibatch, then :func:`ppo_loss_terms`.
 
     The policy is evaluated through SB3's ``evaluate_actions`` (any subclass of SB3's ``ActorCriticPolicy``; for a
     distribution without a closed-form entropy, the entropy is estimated by ``-log_prob``, as SB3's PPO does). With
-    ``policy_objective="kl_penalty"``, the policy loss is PPO-Penalty's (Schulman et al. 2017, eq. 8),
-    ``-mean(r * A) + kl_coef * mean(KL(pi_old || pi))`` with the exact KL of the action distributions; this needs a
-    policy of this package (:func:`~sb3_clippedppo.policies.uses_forward_distribution`).
+    ``policy_objective="kl_penalty"``, the exact KL of the action distributions is needed; this needs a policy of this
+    package (:func:`~sb3_clippedppo.policies.uses_forward_distribution`).
 
     :param policy: the policy.
     :param batch: the minibatch.
@@ -124,22 +203,14 @@ def ppo_loss(
     :param coefficients: clip ranges, loss coefficients and the policy objective.
     :return: the loss terms.
     """
-    clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
-    if policy_objective == "kl_penalty":
+    kl = None
+    if coefficients.policy_objective == "kl_penalty":
         distribution, values = policy.forward_distribution(batch.observations)  # type: ignore[operator]
         log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()
+        kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
     else:
         values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)  # type: ignore[arg-type]
         values = values.flatten()
-    log_ratio = log_prob - batch.old_log_prob
-    ratio = th.exp(log_ratio)
-    if policy_objective == "kl_penalty":
-        kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
-        policy_loss = -(ratio * advantages).mean() + kl_coef * kl.mean()
-    else:
-        policy_loss = clipped_surrogate_loss(ratio, advantages, clip_range)
-    value_loss = value_loss_fn(values, batch.old_values, batch.returns, clip_range_vf)
-    entropy_loss = -(entropy if entropy is not None else -log_prob).mean()
-    loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
-    statistics = ratio_statistics(ratio.detach(), log_ratio.detach(), clip_range)
-    return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics)
+    if entropy is None:
+        entropy = -log_prob
+    return ppo_loss_terms(log_prob, entropy, values, batch, advantages, coefficients, kl)

@@ -10,17 +10,31 @@ and its update see the same normalization (the stored log-probabilities stay tho
 ``predict`` never changes them. The first rollout is seen with mean 0 and variance 1 (clipped to +-10).
 """
 
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.preprocessing import is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from sb3_clippedppo.distributions import array_module
+
 EPSILON = 1e-8
 CLIP = 10.0
+
+
+def normalize(x: Any, mean: Any, inv_std: Any) -> Any:
+    """
+    ``clip((x - mean) * inv_std, -10, 10)``: the normalization the policy applies (and ``VecNormalize``), written once for
+    torch tensors (the policy's own forward pass) and NumPy arrays (the fast path, :mod:`sb3_clippedppo.fast_mlp`).
+
+    :param x: observations, shape ``(B, *shape)``.
+    :param mean: running mean, shape ``shape``, of ``x``'s kind and dtype.
+    :param inv_std: ``1 / sqrt(var + 1e-8)``, shape ``shape``.
+    :return: normalized observations, shape and dtype of ``x``.
+    """
+    return array_module(x).clip((x - mean) * inv_std, -CLIP, CLIP)
 
 
 class RunningMeanStd(nn.Module):
@@ -30,6 +44,10 @@ class RunningMeanStd(nn.Module):
 
     :param shape: shape of one observation.
     """
+
+    mean: th.Tensor
+    var: th.Tensor
+    count: th.Tensor
 
     def __init__(self, shape: tuple[int, ...]):
         super().__init__()
@@ -51,14 +69,15 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(total)
 
     def normalize(self, x: th.Tensor) -> th.Tensor:
-        """``clip((x - mean) / sqrt(var + 1e-8), -10, 10)``, in ``x``'s dtype."""
-        mean = self.mean.to(x.dtype)
-        inv_std = th.rsqrt(self.var + EPSILON).to(x.dtype)
-        return th.clamp((x - mean) * inv_std, -CLIP, CLIP)
+        """:func:`normalize` with these statistics, in ``x``'s dtype."""
+        return normalize(x, *self.parameters_as(x))
 
-    def numpy_parameters(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean, 1 / sqrt(var + 1e-8))`` as float32 arrays, for a NumPy copy of the normalization."""
-        return self.mean.cpu().numpy().astype(np.float32), (1.0 / np.sqrt(self.var.cpu().numpy() + EPSILON)).astype(np.float32)
+    def parameters_as(self, x: Any) -> tuple[Any, Any]:
+        """``(mean, 1 / sqrt(var + 1e-8))`` in the kind (tensor or NumPy array), dtype and device of ``x``."""
+        inv_std = th.rsqrt(self.var + EPSILON)
+        if isinstance(x, th.Tensor):
+            return self.mean.to(x.dtype), inv_std.to(x.dtype)
+        return self.mean.cpu().numpy().astype(x.dtype), inv_std.cpu().numpy().astype(x.dtype)
 
 
 def normalizable(space: spaces.Space) -> bool:
@@ -94,15 +113,19 @@ class ObservationNormalizer(nn.Module):
     def forward(self, observations: Any) -> Any:
         """Normalized observations: a tensor ``(B, *shape)``, or a dict whose normalizable entries are normalized."""
         if self.keys == [None]:
-            return self.stats[0].normalize(observations)
+            return self.statistics()[0].normalize(observations)
         normalized = dict(observations)
-        for key, stats in zip(self.keys, self.stats, strict=True):
-            normalized[key] = stats.normalize(observations[key])  # type: ignore[index]
+        for key, stats in zip(self.keys, self.statistics(), strict=True):
+            normalized[key] = stats.normalize(observations[key])
         return normalized
+
+    def statistics(self) -> list[RunningMeanStd]:
+        """The running statistics, one per normalized entry (in the order of ``keys``)."""
+        return [cast(RunningMeanStd, stats) for stats in self.stats]
 
     def update(self, observations: Any) -> None:
         """Add a batch of observations (a tensor ``(N, *shape)``, or a dict of them) to the statistics."""
-        for key, stats in zip(self.keys, self.stats, strict=True):
+        for key, stats in zip(self.keys, self.statistics(), strict=True):
             stats.update(observations if key is None else observations[key])
 
 

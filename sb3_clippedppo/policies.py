@@ -7,6 +7,7 @@ the same class with SB3's default feature extractors for vectors, images and ``D
 a policy starts from exactly the weights SB3's PPO policy starts from.
 """
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -219,7 +220,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
                 module_gains[self.pi_features_extractor] = 2**0.5
                 module_gains[self.vf_features_extractor] = 2**0.5
             for module, gain in module_gains.items():
-                module.apply(lambda m, gain=gain: self.init_weights(m, gain=gain))
+                module.apply(functools.partial(self.init_weights, gain=gain))
         if self.state_dependent_std:
             with th.no_grad():
                 self.action_net.bias[n_outputs // 2 :] = self.log_std_init
@@ -358,9 +359,8 @@ class ActorCriticCnnPolicy(ActorCriticPolicy):
         features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
         **kwargs: Any,
     ):
-        super().__init__(
-            observation_space, action_space, lr_schedule, *args, features_extractor_class=features_extractor_class, **kwargs
-        )
+        kwargs["features_extractor_class"] = features_extractor_class
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
 
 class MultiInputActorCriticPolicy(ActorCriticPolicy):
@@ -376,9 +376,8 @@ class MultiInputActorCriticPolicy(ActorCriticPolicy):
         features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
         **kwargs: Any,
     ):
-        super().__init__(
-            observation_space, action_space, lr_schedule, *args, features_extractor_class=features_extractor_class, **kwargs
-        )
+        kwargs["features_extractor_class"] = features_extractor_class
+        super().__init__(observation_space, action_space, lr_schedule, *args, **kwargs)
 
 
 MlpPolicy = ActorCriticPolicy

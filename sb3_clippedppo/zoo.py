@@ -91,7 +91,7 @@ def convert_clippedppo_params(sampled_params: dict[str, Any]) -> dict[str, Any]:
     if policy_kwargs:
         hyperparams["policy_kwargs"] = policy_kwargs
     # learning_rate, ent_coef, clip_range, n_epochs, max_grad_norm, vf_coef, target_kl, policy_objective, kl_coef,
-    # kl_target, kl_adaptive_lr, recompute_advantages
+    # kl_penalty_target, kl_adaptive_lr, recompute_advantages
     hyperparams.update(params)
     return hyperparams
 
@@ -101,7 +101,7 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
     Optuna sampler for ``python -m rl_zoo3.train --algo clippedppo --optimize``: the ranges of the Zoo's PPO
     sampler, plus ``target_kl``, ``vf_coef``, ``log_std_init``, ``ortho_init`` and ClippedPPO's own options: a
     value learning rate (1, 3 or 10 times ``learning_rate``), the policy objective (clip, or PPO-Penalty with its
-    ``kl_coef`` and ``kl_target``), ``state_dependent_std`` (Box actions), with a ``target_kl`` ``kl_adaptive_lr``,
+    ``kl_coef`` and ``kl_penalty_target``), ``state_dependent_std`` (Box actions), with a ``target_kl`` ``kl_adaptive_lr``,
     ``learning_rate`` and ``ent_coef`` constant or decaying linearly to 0, ``recompute_advantages`` and
     ``normalize_observations``.
     A ``batch_size`` larger than the rollout (``n_steps * n_envs``) is reduced to it.
@@ -140,7 +140,7 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
         sampled["state_dependent_std"] = trial.suggest_categorical("state_dependent_std", [False, True])
     if sampled["policy_objective"] == "kl_penalty":
         sampled["kl_coef"] = trial.suggest_categorical("kl_coef", [0.3, 1.0, 3.0])
-        sampled["kl_target"] = trial.suggest_categorical("kl_target", [0.003, 0.01, 0.03])
+        sampled["kl_penalty_target"] = trial.suggest_categorical("kl_penalty_target", [0.003, 0.01, 0.03])
     if sampled["target_kl"] is not None:
         sampled["kl_adaptive_lr"] = trial.suggest_categorical("kl_adaptive_lr", [False, True])
     hyperparams = convert_clippedppo_params(sampled)

@@ -34,9 +34,10 @@ def reference_train(model: ReferenceActorCritic, optimizer: th.optim.Optimizer, 
 
     :return: the number of optimizer steps taken.
     """
-    n = buffer.size
+    n = buffer.n_transitions
     device = next(model.parameters()).device
-    obs, actions = (th.as_tensor(x.reshape(n, -1), device=device) for x in (buffer.observations, buffer.actions))
+    # stored in the spaces' dtypes (SB3's layout), used as float32 (as SB3's preprocessing does)
+    obs, actions = (th.as_tensor(x.reshape(n, -1), device=device).float() for x in (buffer.observations, buffer.actions))
     old_values, old_log_prob, all_advantages, returns = (
         th.as_tensor(x.reshape(n), device=device) for x in (buffer.values, buffer.log_probs, buffer.advantages, buffer.returns)
     )

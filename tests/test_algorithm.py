@@ -1,5 +1,7 @@
 """The update and the rollout: clipping semantics, KL early stopping, bootstrapping, action clipping."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch as th
@@ -7,7 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_clippedppo import ClippedPPO
-from sb3_clippedppo.losses import clipped_surrogate_loss, value_loss_fn
+from sb3_clippedppo.losses import LossCoefficients, clipped_surrogate_loss, ppo_loss_terms
 from tests.envs import counter_env
 from tests.helpers import RecordingLogger
 
@@ -17,7 +19,8 @@ def test_clipped_surrogate_gradient_vanishes_where_the_clipped_term_is_active(si
     eps = 0.2
     ratio = th.tensor([0.5, 0.79, 0.81, 1.0, 1.19, 1.21, 2.0], requires_grad=True)
     advantages = th.full((7,), sign)
-    clipped_surrogate_loss(ratio, advantages, eps).backward()
+    loss, unclipped = clipped_surrogate_loss(ratio, advantages, eps)
+    loss.backward()
     grad = ratio.grad
     if sign > 0:
         # A > 0: no incentive to push r beyond 1 + eps; below it the gradient is -A / B
@@ -28,24 +31,37 @@ def test_clipped_surrogate_gradient_vanishes_where_the_clipped_term_is_active(si
     assert th.all(grad[active] == 0)
     th.testing.assert_close(grad[~active], th.full_like(grad[~active], -sign / 7))
     assert active.any() and (~active).any()
+    assert th.equal(unclipped, ~active)  # where the gradient flows, as the closed form uses it
 
 
 def test_clipped_surrogate_value_is_the_pessimistic_bound():
     ratio = th.tensor([0.5, 1.5, 0.5, 1.5])
     advantages = th.tensor([1.0, 1.0, -1.0, -1.0])
     # min(rA, clip(r)A): [0.5, 1.2, -0.8, -1.5]
-    th.testing.assert_close(clipped_surrogate_loss(ratio, advantages, 0.2), -th.tensor([0.5, 1.2, -0.8, -1.5]).mean())
+    th.testing.assert_close(clipped_surrogate_loss(ratio, advantages, 0.2)[0], -th.tensor([0.5, 1.2, -0.8, -1.5]).mean())
 
 
-def test_value_loss_clipping():
-    values = th.tensor([0.0, 2.0, -3.0], requires_grad=True)
-    old_values = th.tensor([0.0, 0.0, 0.0])
-    returns = th.tensor([1.0, 1.0, 1.0])
-    th.testing.assert_close(value_loss_fn(values, old_values, returns, None), th.tensor((1 + 1 + 16) / 3))
-    loss = value_loss_fn(values, old_values, returns, 0.5)  # predictions clipped to [0, 0.5, -0.5]
-    th.testing.assert_close(loss, th.tensor((1.0 + 0.25 + 2.25) / 3))
-    loss.backward()
-    assert values.grad[1] == 0 and values.grad[2] == 0 and values.grad[0] != 0
+@pytest.mark.parametrize("xp", [th, np])
+def test_value_loss_clipping(xp):
+    """The value loss of ppo_loss_terms, on tensors with autograd and on NumPy arrays with its closed-form derivative."""
+    values = xp.asarray([0.0, 2.0, -3.0]) if xp is np else th.tensor([0.0, 2.0, -3.0], requires_grad=True)
+    batch = SimpleNamespace(old_log_prob=xp.zeros(3), old_values=xp.zeros(3), returns=xp.ones(3))
+    zeros = xp.zeros(3)
+
+    def value_loss(clip_range_vf):
+        return ppo_loss_terms(zeros, zeros, values, batch, zeros, LossCoefficients(0.2, clip_range_vf, 0.0, 1.0))
+
+    unclipped = value_loss(None).value_loss
+    assert float(unclipped if xp is np else unclipped.detach()) == pytest.approx((1 + 1 + 16) / 3)
+    terms = value_loss(0.5)  # predictions clipped to [0, 0.5, -0.5]
+    assert float(terms.value_loss if xp is np else terms.value_loss.detach()) == pytest.approx((1.0 + 0.25 + 2.25) / 3)
+    if xp is th:
+        terms.loss.backward()
+        gradient = values.grad.numpy()
+        assert terms.grad_values is None  # autograd finds it
+    else:
+        gradient = terms.grad_values
+    assert gradient[1] == 0 and gradient[2] == 0 and gradient[0] == pytest.approx(2 * (0.0 - 1.0) / 3)
 
 
 def test_tiny_target_kl_stops_after_the_first_minibatch():
@@ -184,6 +200,6 @@ def test_discrete_actions_are_collected_as_indices():
     callback = SnapshotRollout(probe_obs=np.zeros((1, 1), dtype=np.float32))
     model.learn(32, callback=callback)
     actions = callback.snapshot["actions"]
-    assert actions.dtype == np.int64 and actions.shape == (32, 1)
+    assert actions.dtype == np.int64 and actions.shape == (32, 1, 1)  # SB3's layout: (n_steps, n_envs, action_dim)
     assert set(np.unique(actions)) == {0, 1}
     assert np.all(callback.snapshot["log_probs"] < 0) and np.all(callback.snapshot["log_probs"] > np.log(0.3))

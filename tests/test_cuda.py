@@ -6,7 +6,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_clippedppo import ClippedPPO
-from sb3_clippedppo.fast_mlp import ClosedFormLoss
+from sb3_clippedppo.fast_mlp import ClosedFormBackend
 from tests.reference_ppo import ReferenceActorCritic, parameters_of, reference_train
 
 pytestmark = pytest.mark.skipif(not th.cuda.is_available(), reason="no CUDA GPU here: device='cuda' is not tested")
@@ -18,12 +18,12 @@ def test_cuda_model_lives_on_the_gpu_and_trains(tmp_path):
     model = ClippedPPO("MlpPolicy", "Pendulum-v1", device="cuda", seed=0, **HYPERPARAMS)
     assert model.device.type == "cuda"
     assert all(p.is_cuda for p in model.policy.parameters())
-    assert model.uses_fast_path and model._fast.flat.data.is_cuda and model._fast.flat.intact()
+    assert model.uses_fast_path and model.backend.flat.data.is_cuda and model.backend.flat.intact()
     before = model.policy.parameters_to_vector()
     model.learn(1024)
-    assert model._fast.closed_form.xp is th  # the closed form's arithmetic runs in torch on the GPU
+    assert model.backend.xp is th  # the closed form's arithmetic runs in torch on the GPU
     with pytest.raises(ValueError, match="array_module=numpy needs the policy on the CPU"):
-        ClosedFormLoss(model.policy, np).bind()
+        ClosedFormBackend(model.policy, np).prepare()
     after = model.policy.parameters_to_vector()
     assert np.all(np.isfinite(after)) and not np.array_equal(before, after)
     obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)

@@ -13,15 +13,14 @@ from torch import nn
 from sb3_clippedppo import ClippedPPO
 from sb3_clippedppo.buffers import RolloutBatch
 from sb3_clippedppo.fast_mlp import (
-    ClosedFormLoss,
-    FastMlp,
+    ClosedFormBackend,
     FlatParameters,
     mlp_layers,
-    regroup_optimizer_state,
     unsupported_reason,
 )
 from sb3_clippedppo.losses import LossCoefficients, normalize_advantages, ppo_loss
 from sb3_clippedppo.policies import ActorCriticPolicy
+from sb3_clippedppo.saving import regroup_optimizer_state
 
 OBS = spaces.Box(-np.inf, np.inf, (7,), np.float32)
 BOX = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -83,14 +82,16 @@ def test_closed_form_gradients_match_autograd(
     reference.loss.backward()
     expected = gradients(policy)
 
-    closed_form = ClosedFormLoss(policy, array_module)
+    closed_form = ClosedFormBackend(policy, array_module)
+    closed_form.prepare()
     for p in policy.parameters():
         p.grad.fill_(123.0)  # backward overwrites every gradient
-    terms = closed_form.forward(batch, advantages, coefficients)
-    closed_form.backward()
+    terms = closed_form.loss(batch, advantages, coefficients)
+    closed_form.backward(terms)
 
     for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "ratio", "log_ratio"):
-        th.testing.assert_close(getattr(terms, name), getattr(reference, name).detach(), rtol=1e-5, atol=1e-6)
+        got = th.as_tensor(np.asarray(getattr(terms, name))) if array_module is np else getattr(terms, name)
+        th.testing.assert_close(got, getattr(reference, name).detach(), rtol=1e-5, atol=1e-6)
     th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
     # The batch exercises clipping in both directions
     assert (terms.ratio > 1 + clip_range).any() and (terms.ratio < 1 - clip_range).any()
@@ -110,9 +111,9 @@ def test_clip_boundaries_and_ties_follow_autograd(action_space):
     policy.optimizer.zero_grad(set_to_none=False)
     ppo_loss(policy, batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5)).loss.backward()
     expected = gradients(policy)
-    closed_form = ClosedFormLoss(policy)
-    closed_form.forward(batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5))
-    closed_form.backward()
+    closed_form = ClosedFormBackend(policy)
+    closed_form.prepare()
+    closed_form.backward(closed_form.loss(batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5)))
     th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
 
 
@@ -159,7 +160,7 @@ def test_fast_path_argument():
     with pytest.raises(ValueError, match=r"fast_path=True, but the fast path does not apply: .*state-independent"):
         ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, fast_path=True, **sds)
     with pytest.raises(ValueError, match="does not apply"):
-        FastMlp(make_policy(spaces.MultiDiscrete([2, 3])))
+        ClosedFormBackend(make_policy(spaces.MultiDiscrete([2, 3])))
 
 
 def test_mlp_layers():
@@ -174,14 +175,16 @@ def test_mlp_layers():
     assert len(mlp_layers(nn.Sequential(nn.Linear(3, 4)), head)) == 2  # two Linear layers without an activation
 
 
-def test_backward_needs_forward():
-    with pytest.raises(RuntimeError, match="forward"):
-        ClosedFormLoss(make_policy()).backward()
-    with pytest.raises(ValueError, match="array_module must be None, numpy or torch"):
-        ClosedFormLoss(make_policy(), array_module=pytest)
+def test_backward_takes_its_own_loss_terms():
     policy = make_policy()
-    with pytest.raises(RuntimeError, match="grad"):  # a fresh policy has no .grad tensors yet
-        ClosedFormLoss(policy).bind()
+    batch = make_batch(policy, n=8, seed=3)
+    coefficients = LossCoefficients(0.2, None, 0.0, 0.5)
+    closed_form = ClosedFormBackend(policy)
+    closed_form.prepare()
+    with pytest.raises(ValueError, match="takes the terms of its own loss"):
+        closed_form.backward(ppo_loss(policy, batch, batch.advantages, coefficients))
+    with pytest.raises(ValueError, match="array_module must be None, numpy or torch"):
+        ClosedFormBackend(make_policy(), array_module=pytest)
 
 
 def test_parameters_and_gradients_live_in_flat_buffers():
@@ -264,7 +267,7 @@ def test_fast_path_and_autograd_train_alike(env_id, kwargs):
                            seed=0, fast_path=fast_path, **kwargs)  # fmt: skip
         assert model.uses_fast_path is fast_path
         if array_module is not None:  # the fast path's arithmetic in torch, as on a GPU
-            model._fast.closed_form.array_module = array_module
+            model.backend.array_module = array_module
         model.learn(1024)
         return model.policy.parameters_to_vector()
 

@@ -148,7 +148,8 @@ def test_buffer_preallocates_and_serves_permuted_minibatches():
         (spaces.MultiDiscrete([3, 4]), np.array([[2, 3], [0, 1]]), (2,), np.int64),
         (spaces.MultiBinary(3), np.array([[1, 0, 1], [0, 0, 1]], dtype=np.int8), (3,), np.int8),
         (spaces.Box(0, 255, (4, 4, 1), np.uint8), np.full((2, 4, 4, 1), 200, np.uint8), (4, 4, 1), np.uint8),
-        (spaces.Box(-1, 1, (2,), np.float64), np.array([[0.5, -0.5], [0.25, 1.0]]), (2,), np.float32),
+        (spaces.Box(-1, 1, (2,), np.float64), np.array([[0.5, -0.5], [0.25, 1.0]]), (2,), np.float64),
+        (spaces.Box(-1, 1, (2,), np.float32), np.array([[0.5, -0.5], [0.25, 1.0]]), (2,), np.float32),
     ],
 )
 def test_buffer_stores_each_observation_space_in_sb3_layout(observation_space, sample, stored_shape, dtype):
@@ -156,7 +157,7 @@ def test_buffer_stores_each_observation_space_in_sb3_layout(observation_space, s
     assert buffer.observations.shape == (2, 2, *stored_shape) and buffer.observations.dtype == dtype
     buffer.add(sample, np.array([1, 0]), np.zeros(2), np.zeros(2))
     np.testing.assert_array_equal(buffer.observations[0].reshape(sample.shape), sample)
-    assert buffer.actions.dtype == np.int64 and buffer.actions.shape == (2, 2)
+    assert buffer.actions.dtype == np.int64 and buffer.actions.shape == (2, 2, 1)  # SB3: (n_steps, n_envs, action_dim)
 
 
 def test_buffer_keeps_dict_observations_aligned():

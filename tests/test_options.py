@@ -37,7 +37,7 @@ def test_options_at_their_defaults_change_nothing(env_id):
         model.learn(512)
         return model.policy.parameters_to_vector()
 
-    explicit = dict(vf_learning_rate=None, policy_objective="clip", kl_coef=1.0, kl_target=0.01, kl_adaptive_lr=False,
+    explicit = dict(vf_learning_rate=None, policy_objective="clip", kl_coef=1.0, kl_penalty_target=0.01, kl_adaptive_lr=False,
                     kl_adaptive_lr_bounds=(1e-5, 1e-2), fast_path="auto",
                     policy_kwargs=dict(state_dependent_std=False))  # fmt: skip
     defaults = params()
@@ -88,11 +88,11 @@ def test_a_tiny_value_learning_rate_freezes_only_the_critic():
 )
 def test_kl_coefficient_rule(kl, expected):
     # beta halves below d_targ / 1.5 and doubles above d_targ * 1.5 (Schulman et al. 2017, section 4)
-    assert adapt_kl_coef(1.0, kl, kl_target=0.01) == expected
+    assert adapt_kl_coef(1.0, kl, kl_penalty_target=0.01) == expected
 
 
 def test_penalty_mode_adapts_logs_and_saves_beta(tmp_path):
-    model = small_model(policy_objective="kl_penalty", kl_coef=3.0, kl_target=0.01)
+    model = small_model(policy_objective="kl_penalty", kl_coef=3.0, kl_penalty_target=0.01)
     logger = RecordingLogger(model)
     model.learn(512)
     records = logger.train_records()
@@ -204,7 +204,7 @@ def test_kl_adaptive_lr_applies_logs_and_saves_the_scale(tmp_path):
         (dict(policy_objective="penalty"), ValueError, r"policy_objective must be one of \('clip', 'kl_penalty'\)"),
         (dict(kl_coef=0.0), ValueError, r"kl_coef must be in \(0.0, inf\)"),
         (dict(kl_coef=-1.0), ValueError, r"kl_coef must be in \(0.0, inf\)"),
-        (dict(kl_target=0.0), ValueError, r"kl_target must be in \(0.0, inf\)"),
+        (dict(kl_penalty_target=0.0), ValueError, r"kl_penalty_target must be in \(0.0, inf\)"),
         (dict(kl_adaptive_lr=True), ValueError, r"kl_adaptive_lr=True needs target_kl"),
         (dict(kl_adaptive_lr=True, target_kl=0.01, kl_adaptive_lr_bounds=(1e-2, 1e-5)), ValueError, r"0 < low < high"),
         (dict(vf_learning_rate=0.0), ValueError, r"vf_learning_rate must be > 0"),
@@ -232,7 +232,7 @@ def test_state_dependent_std_needs_box_actions():
         # about -1200. Measured with seeds 0 and 1: vf_lr -210/-172, kl_penalty -192/-172, state-dependent std
         # -273/-210, KL-adaptive lr -484/-403 (it raises the rate while early stopping keeps the KL below 2 * target).
         (dict(learning_rate=5e-4, vf_learning_rate=2e-3), -400),
-        (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_target=0.01), -400),
+        (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01), -400),
         (dict(policy_kwargs=dict(state_dependent_std=True)), -450),
         (dict(target_kl=0.02, kl_adaptive_lr=True), -700),
     ],

@@ -43,7 +43,7 @@ def test_updates_match_reference_implementation(setting, fast_path):
         model.train()
         th.set_rng_state(rng_state)  # the reference draws the same permutations
         steps = reference_train(reference, optimizer, model.rollout_buffer, settings)
-        assert steps == model.n_epochs * (model.rollout_buffer.size // model.batch_size)
+        assert steps == model.n_epochs * (model.rollout_buffer.n_transitions // model.batch_size)
         difference = np.abs(parameters_of(model.policy) - parameters_of(reference)).max()
         print(f"max |difference| after update: {difference:.2e}")
         assert difference <= 1e-5

@@ -69,7 +69,7 @@ def test_save_load_round_trip_gives_identical_actions_and_state(tmp_path):
     state, loaded_state = model.policy.optimizer.state_dict()["state"], loaded.policy.optimizer.state_dict()["state"]
     for key in ("exp_avg", "exp_avg_sq"):
         th.testing.assert_close(loaded_state[0][key], state[0][key])
-    assert loaded.uses_fast_path and loaded._fast.flat.intact()
+    assert loaded.uses_fast_path and loaded.backend.flat.intact()
     loaded.learn(128, reset_num_timesteps=False)
     assert loaded.num_timesteps == 384
 

@@ -75,10 +75,12 @@ def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
         np.testing.assert_allclose(sb3_buffer.advantages, buffer.advantages, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(sb3_buffer.returns, buffer.returns, rtol=1e-5, atol=1e-5)
         # SB3's log-probability of the stored actions under the same weights is the stored one
+        stored_actions = th.as_tensor(buffer.actions.reshape(-1, *buffer.actions.shape[2:]))
+        if discrete:  # the buffer holds SB3's layout (N, 1); SB3's PPO.train flattens Discrete actions the same way
+            stored_actions = stored_actions.long().flatten()
         with th.no_grad():
             _, sb3_log_prob, _ = sb3_model.policy.evaluate_actions(
-                th.as_tensor(buffer.observations.reshape(-1, *buffer.observations.shape[2:])),
-                th.as_tensor(buffer.actions.reshape(-1, *buffer.actions.shape[2:])),
+                th.as_tensor(buffer.observations.reshape(-1, *buffer.observations.shape[2:])), stored_actions
             )
         np.testing.assert_allclose(sb3_log_prob.numpy(), buffer.log_probs.ravel(), rtol=1e-4, atol=1e-4)
 
