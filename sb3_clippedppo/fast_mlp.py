@@ -408,7 +408,7 @@ class ClosedFormBackend(UpdateBackend):
         """Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, obs_dim)``, normalized with the policy's
         statistics (``obs_parameters``: mean and inverse standard deviation) under ``normalize_observations``."""
         x = observations.reshape(-1, self.obs_dim)
-        x = x.astype(np.float32) if xp is np else x.to(dtype=th.float32)
+        x = np.asarray(x, dtype=np.float32) if xp is np else x.to(dtype=th.float32)  # no copy when already float32
         return x if obs_parameters is None else normalize(x, *obs_parameters)
 
     def rollout_step(self, n_steps: int, n_envs: int, keep_distributions: bool) -> RolloutStep:
