@@ -326,7 +326,7 @@ class RolloutBuffer:
             raise IndexError(f"RolloutBuffer is full ({self.n_steps} steps); call reset() first")
         if isinstance(self.observations, dict):
             for key, storage in self.observations.items():
-                storage[self.pos] = np.asarray(obs[key]).reshape(storage.shape[1:])  # type: ignore[index]
+                storage[self.pos] = np.asarray(obs[key]).reshape(storage.shape[1:])
         else:
             self.observations[self.pos] = np.asarray(obs).reshape(self.observations.shape[1:])
         self.actions[self.pos] = np.asarray(action).reshape(self.actions.shape[1:])

@@ -202,7 +202,7 @@ class Distribution(ABC):
         :raises TypeError: for another kind of distribution."""
         if type(other) is not type(self):
             raise TypeError(f"KL divergence needs two {type(self).__name__} batches, got {type(other).__name__}")
-        return other  # type: ignore[return-value]
+        return other
 
     def get_actions(self, deterministic: bool = False) -> th.Tensor:
         """:meth:`mode` if ``deterministic``, else :meth:`sample` (Stable-Baselines3's name)."""
@@ -318,10 +318,10 @@ class MultiCategorical(Distribution):
 
     def log_prob(self, actions: th.Tensor) -> th.Tensor:
         columns = actions.reshape(-1, len(self.nvec)).unbind(dim=-1)
-        return sum(categorical_log_prob(c, a) for c, a in zip(self.components, columns, strict=True))  # type: ignore[return-value]
+        return sum(categorical_log_prob(c, a) for c, a in zip(self.components, columns, strict=True))
 
     def entropy(self) -> th.Tensor:
-        return sum(categorical_entropy(c) for c in self.components)  # type: ignore[return-value]
+        return sum(categorical_entropy(c) for c in self.components)
 
     def sample(self, noise: th.Tensor | None = None) -> th.Tensor:
         if noise is None:
@@ -334,7 +334,7 @@ class MultiCategorical(Distribution):
 
     def kl(self, other: Distribution) -> th.Tensor:
         other = self._same_kind(other)
-        return sum(categorical_kl(p, q) for p, q in zip(self.components, other.components, strict=True))  # type: ignore[return-value]
+        return sum(categorical_kl(p, q) for p, q in zip(self.components, other.components, strict=True))
 
     def params(self) -> th.Tensor:
         return self.logits

@@ -273,7 +273,7 @@ class FlatParameters:
             {"params": [leaf], "lr": group["lr"], **({"name": group["name"]} if "name" in group else {})}
             for group, leaf in zip(old.param_groups, leaves, strict=True)
         ]
-        optimizer = self.policy.optimizer_class(groups, **kwargs)  # type: ignore[call-arg]
+        optimizer = self.policy.optimizer_class(groups, **kwargs)
         state = old.state_dict()
         if state["state"]:
             optimizer.load_state_dict(regroup_optimizer_state(state, optimizer))

@@ -209,7 +209,7 @@ def ppo_loss(
         log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()
         kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
     else:
-        values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)  # type: ignore[arg-type]
+        values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)
         values = values.flatten()
     if entropy is None:
         entropy = -log_prob

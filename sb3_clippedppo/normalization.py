@@ -100,7 +100,7 @@ class ObservationNormalizer(nn.Module):
             self.keys: list[str | None] = [key for key, space in observation_space.spaces.items() if normalizable(space)]
             shapes = [observation_space[key].shape or (1,) for key in self.keys]  # type: ignore[index]
         elif normalizable(observation_space):
-            self.keys, shapes = [None], [observation_space.shape or (1,)]  # type: ignore[list-item]
+            self.keys, shapes = [None], [observation_space.shape or (1,)]
         else:
             self.keys, shapes = [], []
         if not self.keys:

@@ -299,7 +299,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         )
         return data
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):  # type: ignore[override]
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
         """``nn.Module.load_state_dict``, accepting the parameter names of sb3_clippedppo 0.1.0 (``actor.*``, ``critic.*``)."""
         return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
 

@@ -70,7 +70,7 @@ def regroup_optimizer_state(state_dict: dict[str, Any], optimizer: th.optim.Opti
             flat: dict[str, Any] = {}
             for key, value in keys.items():
                 if isinstance(value, th.Tensor) and value.dim() > 0:
-                    flat[key] = th.cat([entry[key].reshape(-1) for entry in entries])  # type: ignore[index]
+                    flat[key] = th.cat([entry[key].reshape(-1) for entry in entries])
                 else:
                     flat[key] = value
             total = sum(sizes)

@@ -41,7 +41,7 @@ class _RegisteringLoader(importlib.abc.Loader):
     def __init__(self, loader: importlib.abc.Loader):
         self._loader = loader
 
-    def create_module(self, spec):  # type: ignore[no-untyped-def]
+    def create_module(self, spec):
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
@@ -57,7 +57,7 @@ class ZooFinder(importlib.abc.MetaPathFinder):
 
     sb3_clippedppo_zoo_finder = True
 
-    def find_spec(self, fullname, path, target=None):  # type: ignore[no-untyped-def]
+    def find_spec(self, fullname, path, target=None):
         if fullname not in TARGETS:
             return None
         for finder in sys.meta_path:
