@@ -135,3 +135,18 @@ def test_kl_target_is_deprecated_for_kl_penalty_target():
     with pytest.warns(DeprecationWarning, match="kl_target was renamed kl_penalty_target"):
         model = small_model(policy_objective="kl_penalty", kl_target=0.02)
     assert model.kl_penalty_target == 0.02 and not hasattr(model, "kl_target")
+
+
+def test_a_model_saved_with_kl_target_loads(tmp_path):
+    """A model saved before the rename (its data holds kl_target) loads with kl_penalty_target set from it."""
+    model = small_model(policy_objective="kl_penalty", kl_penalty_target=0.03)
+    model.save(tmp_path / "new.zip")
+    with zipfile.ZipFile(tmp_path / "new.zip") as new, zipfile.ZipFile(tmp_path / "old.zip", "w") as old:
+        for item in new.infolist():
+            content = new.read(item.filename)
+            if item.filename == "data":
+                content = content.replace(b'"kl_penalty_target"', b'"kl_target"')
+                assert b'"kl_target"' in content
+            old.writestr(item, content)
+    loaded = ClippedPPO.load(tmp_path / "old.zip")
+    assert loaded.kl_penalty_target == 0.03 and "kl_target" not in vars(loaded)
