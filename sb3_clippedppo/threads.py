@@ -5,9 +5,9 @@ Two thread pools can work for a ``learn`` call: torch's (OpenMP, with MKL inside
 each keeps its threads spinning for a while, waiting for the next one. When both pools are multi-threaded and the
 work alternates between them (the fast path's NumPy matrix products, then torch's Adam step, each few hundred
 microseconds long), their spinning threads take the cores from each other's working threads: on a 2-core machine with
-torch's default of 2 threads, ClippedPPO on the RL Zoo's HalfCheetah-v4 settings ran at 250 steps/s instead of 1,250
-with one thread (issue 23's profile). So while ``learn`` runs, :func:`learning_threads` gives the threads of the budget
-to one pool only:
+torch's default of 2 threads, ClippedPPO on the RL Zoo's HalfCheetah-v4 settings ran at 225 steps/s instead of 1,266
+with one thread (``python -m benchmarks.thread_pools``). So while ``learn`` runs, :func:`learning_threads` gives the
+threads of the budget to one pool only:
 
 - the **budget** is ``torch.get_num_threads()`` when ``learn`` starts: torch's default (one thread per core), or what
   the user set with ``torch.set_num_threads`` (the RL Zoo's ``--num-threads``);
@@ -17,8 +17,8 @@ to one pool only:
   the Adam step, the gradient-norm clip and the batched evaluation of the rollout, is too small to split), and NumPy's
   BLAS gets ``batch_size // ROWS_PER_BLAS_THREAD`` threads, at least one and at most the budget. A minibatch's matrix
   products have ``batch_size`` rows (or sum over them): measured on a 2-core AMD EPYC with 256-wide layers, a second
-  BLAS thread slows the product with 64 or 128 rows down, is even at 256 and pays from 512 rows on
-  (``benchmarks/throughput.py --threads``).
+  BLAS thread does not pay with 64 rows (1,147 against 1,266 steps/s) and pays with 512 (2,311 against 1,935;
+  ``python -m benchmarks.thread_pools --batch-size 64``, ``--batch-size 512``).
 
 Both counts are restored when ``learn`` returns or raises. ``torch.set_num_threads`` is process-wide: two ``learn`` calls
 running at once in threads of one process (Optuna's ``n_jobs > 1``) share it; run such trials in processes instead
