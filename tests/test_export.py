@@ -122,14 +122,17 @@ def test_mlp_policy_other_observation_spaces(tmp_path, observation_space):
     check_export(tmp_path, model)
 
 
-@pytest.mark.parametrize("action", ["box", "discrete"])
+@pytest.mark.parametrize("action", sorted(ACTION_SPACES))
 def test_cnn_policy_matches_predict(tmp_path, action):
+    """Images only: neither normalize_observations nor VecNormalize has anything to normalize."""
     model, _ = trained_model("CnnPolicy", IMAGE, ACTION_SPACES[action], features_extractor_kwargs=dict(features_dim=32))
     check_export(tmp_path, model)
 
 
-@pytest.mark.parametrize("action, normalization", [("box", "normalize_observations"), ("multidiscrete", "vec_normalize")])
+@pytest.mark.parametrize("normalization", ["none", "normalize_observations", "vec_normalize"])
+@pytest.mark.parametrize("action", sorted(ACTION_SPACES))
 def test_multi_input_policy_matches_predict(tmp_path, action, normalization):
+    """An image, a vector (the entry that is normalized) and a Discrete entry."""
     observation_space = spaces.Dict({"image": IMAGE, "vector": VECTOR, "discrete": spaces.Discrete(3)})
     model, vec_normalize = trained_model("MultiInputPolicy", observation_space, ACTION_SPACES[action], normalization)
     path = check_export(tmp_path, model, vec_normalize)
@@ -148,6 +151,19 @@ def test_fast_path_model_and_the_model_is_left_unchanged(tmp_path):
     assert all(th.equal(p, model.policy.state_dict()[name]) for name, p in parameters.items())
     np.testing.assert_array_equal(model.predict(observations, deterministic=True)[0], before)
     model.learn(64)  # still trains: the export took a copy, not the fast path's flat parameters
+
+
+def test_state_dependent_std_policy(tmp_path):
+    model, _ = trained_model("MlpPolicy", VECTOR, ACTION_SPACES["box"], "normalize_observations", state_dependent_std=True)
+    check_export(tmp_path, model)
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs CUDA")
+def test_model_on_cuda(tmp_path):
+    env = DummyVecEnv([lambda: SpacesEnv(VECTOR, ACTION_SPACES["box"])])
+    model = ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, device="cuda", seed=0).learn(128)
+    check_export(tmp_path, model)
+    assert model.device.type == "cuda"  # the export took a CPU copy
 
 
 def test_box_actions_are_clipped_as_predict_clips_them(tmp_path):
