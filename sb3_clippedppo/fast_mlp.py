@@ -32,22 +32,8 @@ clipped surrogate or PPO-Penalty's).
 ClippedPPO chooses it automatically there (``fast_path="auto"``); ``fast_path=False`` trains through autograd and gives
 the same numbers up to float32 rounding (``tests/test_fast_path.py``).
 
-The gradient, for a minibatch of size ``B`` (Schulman et al. 2017, eq. 7 and 9):
-
-- ``L = L_pg + vf_coef * L_v + ent_coef * L_ent``;
-- ``L_pg = -1/B sum_i min(r_i A_i, clip(r_i, 1 - eps, 1 + eps) A_i)``: ``dL_pg / d log pi_i = -A_i r_i / B`` where the
-  unclipped term is the minimum, else 0; PPO-Penalty (section 4), ``L_pg = -1/B sum_i r_i A_i + beta/B sum_i KL_i`` with
-  ``KL_i = KL(pi_old(.|s_i) || pi(.|s_i))``: ``dL_pg / d log pi_i = -A_i r_i / B`` everywhere, plus the KL's gradient;
-- Gaussian, ``log pi_i = -1/2 sum_j z_ij^2 - sum_j log_std_j - k/2 log 2 pi`` with ``z_ij = (a_ij - mu_ij) / sigma_j``:
-  ``d log pi_i / d mu_ij = z_ij / sigma_j``, ``d log pi_i / d log_std_j = z_ij^2 - 1``; ``L_ent = -sum_j (1/2 + 1/2 log 2 pi
-  + log_std_j)``: ``dL_ent / d log_std_j = -1``; ``dKL_i / d mu_ij = (mu_ij - mu_old,ij) / sigma_j^2``,
-  ``dKL_i / d log_std_j = 1 - (sigma_old,ij^2 + (mu_ij - mu_old,ij)^2) / sigma_j^2``;
-- categorical, ``log pi_i = l_{i a_i} - logsumexp(l_i)``: ``d log pi_i / d l_ij = [j = a_i] - p_ij``;
-  ``L_ent = -1/B sum_i H_i`` with ``H_i = -sum_j p_ij log p_ij``: ``dL_ent / d l_ij = p_ij (log p_ij + H_i) / B``;
-  ``dKL_i / d l_ij = p_ij - p_old,ij``;
-- ``L_v = 1/B sum_i (R_i - V'_i)^2`` with ``V'`` the (optionally clipped) value prediction:
-  ``dL_v / dV_i = 2 (V'_i - R_i) / B`` where the clipping is inactive, else 0;
-- through ``h = act(z)``, ``z = x W^T + b``: ``dz = dh * act'(z)``, ``dW = dz^T x``, ``db = sum_i dz_i``, ``dx = dz W``.
+The loss's gradient, written out term by term (clipped surrogate and PPO-Penalty, Gaussian and categorical
+actions, value loss, back-propagation through the layers): ``docs/algorithm.md``, "The gradient in closed form".
 """
 
 import math
