@@ -1,0 +1,230 @@
+"""Time to a return: wall-clock minutes until a deterministic evaluation first reaches a threshold (issue 25's protocol).
+
+Each run is the README's command, ``python -m rl_zoo3.train --algo ALGO --env ENV``, with torch's default threads, plus
+the evaluation of the protocol: ``--eval-freq 20000 --eval-episodes 10`` (the Zoo's ``EvalCallback``: deterministic
+actions, the training ``VecNormalize`` statistics) and the callback :class:`StopAtReturn`, passed through the Zoo's
+``callback`` hyperparameter. The callback starts the clock when training starts, records every evaluation (steps,
+seconds, mean and episode returns) and stops training after the first evaluation whose mean reaches the threshold; a run
+that never reaches it stops at ``-n`` steps (default 1M). The time counted includes the evaluations. Runs go one at a
+time (nothing else should run on the machine), alternating between variants seed by seed.
+
+A variant is ``NAME=ALGO[:CONF]``: the Zoo algorithm and, optionally, the hyperparameter file (``-conf``); without one
+the Zoo's own file for that algorithm is used (``hyperparams/clippedppo.yml`` for ``clippedppo``). Example, issue 25's
+table::
+
+    python -m benchmarks.time_to_return --env HalfCheetah-v4 --threshold 5000 --seeds 0 1 2 3 4 \\
+        --variants clippedppo=clippedppo ppo-zoo=ppo ppo-shipped=ppo:hyperparams/clippedppo.yml \\
+        --out benchmarks/results/time_to_return/halfcheetah
+
+writes, under ``--out``: the Zoo's run folders (``logs/``), one record per run (``runs/<variant>__seed<seed>.json``:
+command, machine, evaluations, minutes to the threshold or null), ``summary.json`` and ``summary.md`` (median minutes,
+seeds that reached it, per seed) and ``curves.png`` (mean evaluation return against wall-clock minutes, per seed).
+Re-running skips finished runs.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+
+from benchmarks.common import ROOT, machine_info
+
+
+class StopAtReturn(BaseCallback):
+    """
+    Records the Zoo's evaluations with the wall-clock seconds since training started, and stops training after the first
+    evaluation whose mean return is at least ``threshold``. It finds the ``EvalCallback`` among the callbacks that
+    ``learn`` received (the Zoo's, from ``--eval-freq``) and reads its results one step after each evaluation.
+
+    :param threshold: the mean evaluation return that ends the run.
+    :param out: JSON file rewritten after every evaluation: ``{"threshold", "evaluations": [{"timesteps", "seconds",
+        "mean_return", "returns"}], "seconds_to_threshold" (or null), "finished"}``.
+    :param verbose: SB3's verbosity.
+    :raises RuntimeError: at the first step, when training has no ``EvalCallback`` (``--eval-freq`` not positive).
+    """
+
+    def __init__(self, threshold: float, out: str, verbose: int = 0):
+        super().__init__(verbose)
+        self.threshold = float(threshold)
+        self.out = Path(out)
+        self.evaluations: list[dict[str, Any]] = []
+        self.seconds_to_threshold: float | None = None
+        self.evaluator: EvalCallback | None = None
+
+    def _on_training_start(self) -> None:
+        self.start = time.perf_counter()
+
+    def _find_evaluator(self) -> EvalCallback:
+        callbacks = getattr(self.locals.get("callback"), "callbacks", [])
+        evaluators = [callback for callback in callbacks if isinstance(callback, EvalCallback)]
+        if not evaluators:
+            raise RuntimeError("StopAtReturn needs the Zoo's EvalCallback: pass --eval-freq with a positive value")
+        return evaluators[0]
+
+    def _on_step(self) -> bool:
+        if self.evaluator is None:
+            self.evaluator = self._find_evaluator()
+        results = self.evaluator.evaluations_results
+        if len(results) == len(self.evaluations):
+            return True
+        seconds = time.perf_counter() - self.start
+        returns = [float(r) for r in results[-1]]
+        mean = float(np.mean(returns))
+        self.evaluations.append(dict(timesteps=int(self.evaluator.evaluations_timesteps[-1]), seconds=seconds,
+                                     mean_return=mean, returns=returns))  # fmt: skip
+        if mean >= self.threshold:
+            self.seconds_to_threshold = seconds
+        self._write(finished=self.seconds_to_threshold is not None)
+        return self.seconds_to_threshold is None
+
+    def _on_training_end(self) -> None:
+        self._write(finished=True)
+
+    def _write(self, finished: bool) -> None:
+        record = dict(threshold=self.threshold, evaluations=self.evaluations, seconds_to_threshold=self.seconds_to_threshold,
+                      timesteps=int(self.num_timesteps), seconds=time.perf_counter() - self.start,
+                      finished=finished)  # fmt: skip
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.out.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record, indent=1) + "\n")
+        os.replace(temporary, self.out)
+
+
+def parse_variant(text: str) -> tuple[str, str, str | None]:
+    """``NAME=ALGO[:CONF]`` as ``(name, algo, conf or None)``."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name or not rest:
+        raise argparse.ArgumentTypeError(f"a variant is NAME=ALGO[:CONF], got {text!r}")
+    algo, _, conf = rest.partition(":")
+    return name, algo, conf or None
+
+
+def zoo_command(algo: str, env: str, seed: int, conf: str | None, args: argparse.Namespace, callback_out: Path) -> list[str]:
+    """The run's ``rl_zoo3.train`` arguments (the README's command, the protocol's evaluation and the callback)."""
+    callback = [{"benchmarks.time_to_return.StopAtReturn": {"threshold": args.threshold, "out": str(callback_out)}}]
+    command = ["-m", "rl_zoo3.train", "--algo", algo, "--env", env, "--seed", str(seed), "-n", str(args.max_steps),
+               "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes), "-f", str(args.out / "logs"),
+               "--hyperparams", f"callback:{callback!r}", *args.zoo_args]  # fmt: skip
+    if conf:
+        command += ["-conf", conf]
+    if env.startswith("dm_control/"):
+        command += ["--gym-packages", "shimmy"]
+    return command
+
+
+def run_one(name: str, algo: str, conf: str | None, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One run, alone, unless its record says it finished; returns the record."""
+    record_path = args.out / "runs" / f"{name}__seed{seed}.json"
+    if record_path.exists():
+        record = json.loads(record_path.read_text())
+        if record.get("status") == "finished":
+            return record
+    callback_out = args.out / "runs" / f"{name}__seed{seed}.evaluations.json"
+    command = zoo_command(algo, args.env, seed, conf, args, callback_out)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    print(f"{name} seed {seed}: python {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    log = args.out / "runs" / f"{name}__seed{seed}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(result.stdout[-20000:] + result.stderr[-20000:])
+    evaluations = json.loads(callback_out.read_text()) if callback_out.exists() else {}
+    seconds = evaluations.get("seconds_to_threshold")
+    record = dict(variant=name, algo=algo, conf=conf, env=args.env, seed=seed, command="python " + " ".join(command),
+                  status="finished" if result.returncode == 0 else f"failed (exit {result.returncode})",
+                  minutes_to_threshold=None if seconds is None else seconds / 60, process_seconds=wall,
+                  machine=machine_info(), **evaluations)  # fmt: skip
+    record_path.write_text(json.dumps(record, indent=1) + "\n")
+    shown = "not reached" if seconds is None else f"{seconds / 60:.2f} min"
+    print(f"{name} seed {seed}: {record['status']}, threshold {args.threshold:g}: {shown}", flush=True)
+    return record
+
+
+def summarize(records: list[dict[str, Any]], threshold: float, out: Path) -> dict[str, Any]:
+    """Median minutes to the threshold per variant (over seeds that reached it, with the count), a table and a figure."""
+    variants: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        variants.setdefault(record["variant"], []).append(record)
+    summary: dict[str, Any] = {"threshold": threshold, "variants": {}}
+    lines = [f"Time to a mean deterministic evaluation return of {threshold:g} (wall-clock minutes from the start of "
+             "training, evaluations included)", "", "| variant | median minutes | seeds that reached it | per seed |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, runs in variants.items():
+        minutes = [run["minutes_to_threshold"] for run in runs]
+        reached = [m for m in minutes if m is not None]
+        # Seeds that never reach it count as slower than every seed that does (the median over all seeds)
+        ordered = sorted(reached) + [float("inf")] * (len(minutes) - len(reached))
+        median = statistics.median(ordered) if ordered else None
+        summary["variants"][name] = dict(median_minutes=median if median != float("inf") else None, reached=len(reached),
+                                         seeds=len(minutes), minutes=minutes)  # fmt: skip
+        shown = "-" if median in (None, float("inf")) else f"{median:.2f}"
+        per_seed = ", ".join("-" if m is None else f"{m:.2f}" for m in minutes)
+        lines.append(f"| {name} | {shown} | {len(reached)}/{len(minutes)} | {per_seed} |")
+    if records:
+        machine = records[0]["machine"]
+        lines += ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch's default threads "
+                  f"({machine['torch_threads']}); commit {machine['commit']}."]  # fmt: skip
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(variants, threshold, out / "curves.png")
+    return summary
+
+
+def plot(variants: dict[str, list[dict[str, Any]]], threshold: float, path: Path) -> None:
+    """Mean evaluation return against wall-clock minutes, one line per run, one colour per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for index, (name, runs) in enumerate(variants.items()):
+        color = f"C{index}"
+        for number, run in enumerate(runs):
+            evaluations = run.get("evaluations", [])
+            minutes = [e["seconds"] / 60 for e in evaluations]
+            ax.plot(minutes, [e["mean_return"] for e in evaluations], color=color, alpha=0.7,
+                    label=f"{name} ({len(runs)} seeds)" if number == 0 else None)  # fmt: skip
+    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+    ax.set(xlabel="wall-clock minutes (evaluations included)", ylabel="mean evaluation return (10 episodes)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="HalfCheetah-v4")
+    parser.add_argument("--threshold", type=float, required=True, help="mean evaluation return that ends a run")
+    parser.add_argument("--variants", nargs="+", type=parse_variant, default=[("clippedppo", "clippedppo", None)],
+                        help="NAME=ALGO[:CONF] (default: clippedppo=clippedppo)")  # fmt: skip
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--max-steps", type=int, default=1_000_000, help="steps of a run that never reaches the threshold")
+    parser.add_argument("--eval-freq", type=int, default=20_000)
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--zoo-args", nargs=argparse.REMAINDER, default=[], help="more rl_zoo3.train arguments (last)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    positive = {"--max-steps": args.max_steps, "--eval-freq": args.eval_freq, "--eval-episodes": args.eval_episodes}
+    for name, value in positive.items():
+        if value < 1:
+            parser.error(f"{name} must be >= 1, got {value}")
+    args.out = args.out.resolve()
+    records = [run_one(name, algo, conf, seed, args) for seed in args.seeds for name, algo, conf in args.variants]
+    summary = summarize(records, args.threshold, args.out)
+    print((args.out / "summary.md").read_text())
+    return summary
+
+
+if __name__ == "__main__":
+    main()
