@@ -16,6 +16,8 @@ from benchmarks import options, report, run, scaling, throughput
 from benchmarks.common import SHIPPED_YML, zoo_hyperparams
 from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
+pytestmark = pytest.mark.slow  # needs the bench extra (Ray, the RL Zoo, rliable, DM Control)
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):

@@ -17,6 +17,8 @@ import pytest
 
 from tests.sweep_utils import SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
+pytestmark = pytest.mark.slow  # needs the bench extra (Ray, Optuna)
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -7,6 +7,8 @@ import yaml
 from benchmarks import search
 from sb3_clippedppo import zoo
 
+pytestmark = pytest.mark.slow  # needs the zoo extra (the Zoo's Optuna search)
+
 optuna = pytest.importorskip("optuna")
 
 

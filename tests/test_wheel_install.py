@@ -10,6 +10,8 @@ import pytest
 
 from tests.zoo_utils import check, run
 
+pytestmark = pytest.mark.slow  # builds and installs a wheel, then runs the RL Zoo (zoo extra)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,10 +28,13 @@ def wheel_venv(tmp_path_factory):
     site_packages = Path(
         check(run(["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], base, python=python)).stdout.strip()
     )
-    # The dependencies (torch, SB3, the Zoo, ...) come from the test environment, as a plain path entry: that entry's
-    # own .pth files (including this checkout's editable install) are not processed.
-    (site_packages / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # The wheel first, into the empty venv: pip must not see the test environment's own install of the package
+    # (under a non-editable install it would take it for this one, skip the wheel and leave the .pth out).
     check(run(["-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheels[0])], base, python=python))
+    # Then the dependencies (torch, SB3, the Zoo, ...) come from the test environment, as a plain path entry after the
+    # venv's own site-packages: that entry's .pth files (including this checkout's editable install) are not processed,
+    # and its copy of sb3_clippedppo, if any, comes after the wheel's.
+    (site_packages / "test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return base, python, site_packages
 
 

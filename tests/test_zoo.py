@@ -11,6 +11,8 @@ import yaml
 from sb3_clippedppo import zoo, zoo_hook
 from tests.zoo_utils import check, osmesa_available, run
 
+pytestmark = pytest.mark.slow  # needs the zoo extra (rl_zoo3 command lines)
+
 SHIPPED_YML = Path(__file__).resolve().parents[1] / "hyperparams" / "clippedppo.yml"
 HOOK_OFF = {zoo_hook.ENV_VAR: "0"}
 
