@@ -1,26 +1,24 @@
 """Layered tests: ``python -m pytest`` runs everything; ``python -m pytest -m "not slow"`` runs the unit tests, with only
 the ``test`` extra installed.
 
-The modules below are slow as a whole (``pytestmark = pytest.mark.slow``), and they import packages of other extras
-(the RL Zoo, Ray, DM Control, rliable, onnx) at the top. When the marker expression deselects slow tests they are not
-collected at all, so that a missing extra cannot break the collection of the fast subset. In a run that selects slow
-tests they are collected as usual: a missing extra is then an error, never a silent skip.
+A test module that is slow as a whole says so with ``pytestmark = pytest.mark.slow`` at its top level; such modules
+(the RL Zoo, the benchmarks, the ONNX export, the wheel install, ...) import packages of other extras at the top.
+When the marker expression deselects slow tests they are not collected at all, so that a missing extra cannot break
+the collection of the fast subset. In a run that selects slow tests they are collected as usual: a missing extra is
+then an error, never a silent skip.
 """
 
+import re
 from pathlib import Path
 
 import pytest
 
-SLOW_MODULES = frozenset(
-    {
-        "test_benchmarks.py",  # bench: Ray, the RL Zoo, rliable, DM Control
-        "test_benchmarks_cluster.py",  # bench: Ray clusters, Optuna
-        "test_export.py",  # export: onnx, onnxruntime
-        "test_search.py",  # zoo: the Zoo's --optimize (Optuna, PyYAML)
-        "test_wheel_install.py",  # zoo: builds a wheel, installs it in a fresh venv, runs the Zoo
-        "test_zoo.py",  # zoo: rl_zoo3 command lines
-    }
-)
+SLOW_MODULE = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.M)
+
+
+def is_slow_module(path: Path) -> bool:
+    """Whether a test module marks all its tests slow (``pytestmark = pytest.mark.slow`` at its top level)."""
+    return path.suffix == ".py" and path.name.startswith("test_") and bool(SLOW_MODULE.search(path.read_text()))
 
 
 def deselects_slow(config: pytest.Config) -> bool:
@@ -38,6 +36,6 @@ def deselects_slow(config: pytest.Config) -> bool:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if collection_path.name in SLOW_MODULES and deselects_slow(config):
+    if is_slow_module(collection_path) and deselects_slow(config):
         return True
     return None
