@@ -20,7 +20,8 @@ backend computes exactly the same update with fewer, larger operations:
   GPU it runs in torch. One implementation serves both: it uses only operations that NumPy and torch spell the same way.
 - **NumPy rollout actor** (:meth:`ClosedFormBackend.rollout_step`): the same forward pass (:func:`mlp_forward`) for the
   rollout's per-step actions; the rollout's values and log-probabilities are computed afterwards in batched torch
-  passes.
+  passes. ``predict(deterministic=True)`` uses it too (:func:`deterministic_actions`, for any policy that
+  :func:`actor_reason` accepts, on the CPU), since evaluations call ``predict`` at every step.
 
 While ClippedPPO learns on the fast path, torch runs on one thread and NumPy's BLAS library gets the threads
 (:mod:`sb3_clippedppo.threads`), so that the two thread pools never spin against each other.
@@ -181,19 +182,20 @@ def mlp_backward(layers: list[ArrayLayer], trace: Trace, grad_out: Array, xp: An
             grad = grad @ layer.weight
 
 
-def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
+def actor_reason(policy: nn.Module) -> str | None:
     """
-    Why the fast path cannot train ``policy``, or None when it can (see the module's docstring).
+    Why the NumPy actor (:func:`deterministic_actions`, the rollout's actor) cannot compute ``policy``'s actions, or None
+    when it can: a policy of this package (not overriding SB3's evaluation methods) whose actor and critic are SB3's
+    ``MlpExtractor`` of ``Linear`` layers with Tanh/ReLU/LeakyReLU/ELU activations, on ``FlattenExtractor`` features
+    (behind ``normalize_observations``, if set) of a non-image ``Box`` observation, with ``Box`` actions
+    (state-independent ``log_std``) or ``Discrete`` actions.
 
     :param policy: the policy.
-    :param policy_objective: ClippedPPO's ``policy_objective``.
     :return: a reason, or None.
     """
     if not uses_forward_distribution(policy):
         return "the policy is not one of sb3_clippedppo's, or its subclass overrides an evaluation method"
     policy = cast(ActorCriticPolicy, policy)
-    if policy_objective not in ("clip", "kl_penalty"):
-        return f"policy_objective={policy_objective!r} has no closed-form gradient here"
     if policy.distribution_class not in (DiagGaussian, Categorical) or policy.state_dependent_std:
         return "only Box actions with a state-independent log_std, and Discrete actions, have closed-form gradients"
     extractors = {policy.pi_features_extractor, policy.vf_features_extractor}
@@ -212,9 +214,91 @@ def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
         or mlp_layers(extractor.value_net, policy.value_net) is None
     ):
         return "the networks are not Linear layers with Tanh, ReLU, LeakyReLU or ELU activations"
+    return None
+
+
+def unsupported_reason(policy: nn.Module, policy_objective: str) -> str | None:
+    """
+    Why the fast path cannot train ``policy``, or None when it can (see the module's docstring): :func:`actor_reason`,
+    an objective with a closed-form gradient here, and an optimizer that updates each element independently.
+
+    :param policy: the policy.
+    :param policy_objective: ClippedPPO's ``policy_objective``.
+    :return: a reason, or None.
+    """
+    if not uses_forward_distribution(policy):
+        return actor_reason(policy)
+    if policy_objective not in ("clip", "kl_penalty"):
+        return f"policy_objective={policy_objective!r} has no closed-form gradient here"
+    reason = actor_reason(policy)
+    if reason is not None:
+        return reason
+    policy = cast(ActorCriticPolicy, policy)
     if not issubclass(policy.optimizer_class, ELEMENTWISE_OPTIMIZERS):
         return f"optimizer_class {policy.optimizer_class.__name__} is not known to update each element independently"
     return None
+
+
+def numpy_layers(layers: list[Layer]) -> list[ArrayLayer]:
+    """The layers' parameters as NumPy arrays (views of them on the CPU, copies from another device), without gradients."""
+    return [ArrayLayer(lin.weight.detach().cpu().numpy(), lin.bias.detach().cpu().numpy(), None, None, act)
+            for lin, act in layers]  # fmt: skip
+
+
+def features(observations: Array, obs_dim: int, xp: Any, obs_parameters: tuple[Array, Array] | None) -> Array:
+    """
+    Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, obs_dim)`` (no copy when they already are),
+    normalized with the policy's statistics under ``normalize_observations`` (``obs_parameters``: mean and inverse
+    standard deviation, :meth:`~sb3_clippedppo.normalization.RunningMeanStd.parameters_as`), as the policy's
+    preprocessing, ``NormalizingExtractor`` and ``FlattenExtractor`` give them.
+    """
+    x = observations.reshape(-1, obs_dim)
+    x = np.asarray(x, dtype=np.float32) if xp is np else x.to(dtype=th.float32)
+    return x if obs_parameters is None else normalize(x, *obs_parameters)
+
+
+class NumpyActor(NamedTuple):
+    """The actor as NumPy arrays, for :func:`deterministic_actions`: ``key`` says which parameters and statistics they
+    were taken from."""
+
+    key: tuple[Any, ...]
+    layers: list[ArrayLayer]
+    obs_parameters: tuple[np.ndarray, np.ndarray] | None
+    obs_dim: int
+
+
+def numpy_actor(policy: ActorCriticPolicy) -> NumpyActor:
+    """
+    ``policy``'s actor as NumPy views of its parameters, kept on the policy and taken again when a parameter's storage
+    changes (flat storage, a device move) or the observation statistics change (``count`` grows at each update).
+
+    :param policy: a policy that :func:`actor_reason` accepts, on the CPU.
+    """
+    pairs = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
+    statistics = None if policy.obs_normalizer is None else policy.obs_normalizer.statistics()[0]
+    key = (*(p.data_ptr() for lin, _ in pairs for p in (lin.weight, lin.bias)), statistics and float(statistics.count))
+    actor: NumpyActor | None = getattr(policy, "_numpy_actor_cache", None)
+    if actor is None or actor.key != key:
+        obs_parameters = None if statistics is None else statistics.parameters_as(np.float32(0))
+        obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
+        actor = NumpyActor(key, numpy_layers(pairs), obs_parameters, obs_dim)
+        policy._numpy_actor_cache = actor  # type: ignore[assignment]
+    return actor
+
+
+def deterministic_actions(policy: ActorCriticPolicy, observations: np.ndarray) -> np.ndarray:
+    """
+    The actions of ``policy.predict(observations, deterministic=True)`` before SB3's reshaping and clipping, from a NumPy
+    forward pass of the actor (:func:`mlp_forward`, the rollout's actor): the Gaussian means ``(B, action_dim)``
+    float32, or the argmax of the logits ``(B,)`` int64. The same numbers as the policy's torch forward pass up to
+    float32 rounding.
+
+    :param policy: a policy that :func:`actor_reason` accepts, on the CPU.
+    :param observations: observations ``(B, *obs_shape)`` of the policy's observation space.
+    """
+    actor = numpy_actor(policy)
+    output = mlp_forward(actor.layers, features(observations, actor.obs_dim, np, actor.obs_parameters), np)
+    return np.argmax(output, axis=-1) if policy.distribution_class is Categorical else output
 
 
 # ---------------------------------------------------------------------------------------------- flat storage
@@ -390,13 +474,6 @@ class ClosedFormBackend(UpdateBackend):
         like = np.float32(0) if self.xp is np else th.zeros((), device=self.policy.device)
         self.obs_parameters = None if self.obs_statistics is None else self.obs_statistics.parameters_as(like)
 
-    def _features(self, observations: Array, xp: Any, obs_parameters: tuple[Array, Array] | None) -> Array:
-        """Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, obs_dim)``, normalized with the policy's
-        statistics (``obs_parameters``: mean and inverse standard deviation) under ``normalize_observations``."""
-        x = observations.reshape(-1, self.obs_dim)
-        x = np.asarray(x, dtype=np.float32) if xp is np else x.to(dtype=th.float32)  # no copy when already float32
-        return x if obs_parameters is None else normalize(x, *obs_parameters)
-
     def rollout_step(self, n_steps: int, n_envs: int, keep_distributions: bool) -> RolloutStep:
         """The actor's NumPy forward pass on the environments' observations, then ``mean + std * noise`` (Gaussian) or
         ``argmax(logits + noise)`` (categorical, the Gumbel-max trick), with the rollout's noise from
@@ -405,13 +482,12 @@ class ClosedFormBackend(UpdateBackend):
         if self.xp is np:
             actor, obs_parameters = self.actor, self.obs_parameters
         else:  # on another device: a NumPy copy of the actor (one observation per environment is too small for a GPU)
-            actor = [ArrayLayer(lin.weight.detach().cpu().numpy(), lin.bias.detach().cpu().numpy(), None, None, act)
-                     for lin, act in self.actor_layers]  # fmt: skip
+            actor = numpy_layers(self.actor_layers)
             obs_parameters = None if self.obs_statistics is None else self.obs_statistics.parameters_as(np.float32(0))
         noise = self.policy.draw_noise(n_steps, n_envs).numpy()
 
         def act(obs: np.ndarray) -> np.ndarray:
-            return mlp_forward(actor, self._features(obs, np, obs_parameters), np)
+            return mlp_forward(actor, features(obs, self.obs_dim, np, obs_parameters), np)
 
         if self.discrete:
             return lambda obs, step: (np.argmax(act(obs) + noise[step], axis=-1), None, None, None)
@@ -436,7 +512,7 @@ class ClosedFormBackend(UpdateBackend):
         """The minibatch's loss terms (:func:`~sb3_clippedppo.losses.ppo_loss_terms` on this backend's arrays), without
         an autograd graph; the context for :meth:`backward` rides along in ``terms.context``."""
         penalty = coefficients.policy_objective == "kl_penalty"
-        x = self._features(self._array(batch.observations), self.xp, self.obs_parameters)  # type: ignore[arg-type]
+        x = features(self._array(batch.observations), self.obs_dim, self.xp, self.obs_parameters)  # type: ignore[arg-type]
         actor_trace: Trace = []
         critic_trace: Trace = []
         output = mlp_forward(self.actor, x, self.xp, actor_trace)

@@ -10,7 +10,7 @@ a policy starts from exactly the weights SB3's PPO policy starts from.
 import functools
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -18,6 +18,7 @@ from gymnasium import spaces
 from stable_baselines3.common import policies as sb3_policies
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import is_vectorized_observation
 from torch import nn
 
 from sb3_clippedppo.buffers import with_feature_axis
@@ -273,6 +274,44 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             latent_pi = self.mlp_extractor.forward_actor(pi_features)
             latent_vf = self.mlp_extractor.forward_critic(vf_features)
         return self._get_action_dist_from_latent(latent_pi), self.value_net(latent_vf).squeeze(-1)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        SB3's ``predict``: the actions for an observation ``obs_shape`` or a batch ``(B, *obs_shape)``, reshaped to the
+        action space's shape and clipped to ``Box`` bounds. Deterministic actions of an MLP policy on vector observations
+        (:func:`sb3_clippedppo.fast_mlp.actor_reason`) on the CPU come from the rollout's NumPy actor
+        (:func:`~sb3_clippedppo.fast_mlp.deterministic_actions`): the same actions up to float32 rounding, without
+        PyTorch's per-call overhead (evaluations call ``predict`` once per step).
+
+        :raises ValueError: for an observation whose shape is neither ``obs_shape`` nor ``(B, *obs_shape)``, or a
+            ``(obs, info)`` tuple from ``env.reset()`` (as SB3).
+        """
+        if not (deterministic and isinstance(observation, np.ndarray) and self.device.type == "cpu" and self._numpy_actor()):
+            return super().predict(observation, state, episode_start, deterministic)
+        from sb3_clippedppo.fast_mlp import deterministic_actions
+
+        if self.training:  # as SB3's predict leaves it (the NumPy actor has no layer that depends on it)
+            self.set_training_mode(False)
+        vectorized = is_vectorized_observation(observation, self.observation_space)  # raises ValueError on a wrong shape
+        shape = cast(tuple[int, ...], self.action_space.shape)
+        actions = deterministic_actions(self, observation).reshape((-1, *shape))
+        if isinstance(self.action_space, spaces.Box):
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        return (actions if vectorized else actions.squeeze(axis=0)), state
+
+    def _numpy_actor(self) -> bool:
+        """Whether ``predict`` may use the NumPy actor (decided once per policy: its architecture does not change)."""
+        if getattr(self, "_numpy_actor_applies", None) is None:
+            from sb3_clippedppo.fast_mlp import actor_reason
+
+            self._numpy_actor_applies = actor_reason(self) is None
+        return self._numpy_actor_applies
 
     def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
         """SB3's ``obs_to_tensor`` (used by ``predict``), with scalar ``Box`` entries given a feature axis
