@@ -1,19 +1,24 @@
-"""Build the benchmark report from sweep folders written by :mod:`benchmarks.run` (and :mod:`benchmarks.options`).
+"""Build the benchmark report from the dataset (:mod:`benchmarks.dataset`), or from sweep folders of :mod:`benchmarks.run`.
 
 For every environment: the RL Zoo's learning curves (``rl_zoo3.plots.all_plots``: mean evaluation return against
 steps, shaded standard error), our curves against wall-clock minutes (which the Zoo does not draw), rliable's
 interval-estimate and probability-of-improvement figures (IQM of the final evaluation return with a 95%
 stratified-bootstrap confidence interval; P(A > B)), and a markdown table (final return mean +- std over seeds,
-IQM [95% CI], steps to reach return thresholds, wall-clock minutes per 1M steps, steps per second). Sweep folders
-given with a label (``DIR=LABEL``) hold option rows of ClippedPPO; they get a section per environment of their own,
-each option against plain ClippedPPO, with a verdict from an exact rank test. ``report.md`` gathers everything with
-the machines, nodes, package versions and commands of the runs; ``report.json`` holds the numbers; the Zoo's
-``all_plots`` results table is added as a cross-check.
+IQM [95% CI], steps to reach return thresholds, wall-clock minutes per 1M steps, steps per second). Option variants
+(``--option``) are ClippedPPO rows; they get a section per environment of their own, each option against plain
+ClippedPPO, with a verdict from an exact rank test; the tuned variant (``--tuned``) gets a section against SB3 PPO and
+plain ClippedPPO. ``report.md`` gathers everything with the machines, nodes, package versions and commits of the runs;
+``report.json`` holds the numbers (and every run's command); the Zoo's ``all_plots`` results table is added as a
+cross-check (the Zoo's code reads run folders: the dataset's runs are written as such to a scratch folder first).
 
-Example::
+The committed report, from ``benchmarks/results/`` (variants ``default``, the seven options, ``tuned``)::
 
-    python -m benchmarks.report --runs benchmarks/results/sweep --out benchmarks/results/report \\
-        --runs benchmarks/results/options/vf_lr=vf_lr
+    python -m benchmarks.report --out benchmarks/results/report --overwrite
+
+Other variants of the dataset, or sweep folders instead of the dataset (``DIR=LABEL``: an option row)::
+
+    python -m benchmarks.report --main default --option vf_lr --option kl_penalty --out /tmp/report
+    python -m benchmarks.report --runs /tmp/sweep --runs /tmp/options/vf_lr=vf_lr --out /tmp/report
 """
 
 import argparse
@@ -21,6 +26,7 @@ import contextlib
 import io
 import json
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +46,14 @@ TUNED_TARGETS = {"HalfCheetah-v4": 6000.0, "dm_control/walker-walk-v0": 700.0}
 LABELS = {"clippedppo": "ClippedPPO", "ppo": "SB3 PPO", "trpo": "SB3-Contrib TRPO"}
 BOOTSTRAP_REPS = 20_000
 
+# The committed report: the head-to-head sweep's variant, the options (in the report's order) and tuned ClippedPPO
+COMMITTED = {
+    "main": "default",
+    "options": ["vf_lr", "kl_penalty", "state_dependent_std", "kl_adaptive_lr", "recompute_advantages",
+                "normalize_observations", "ent_coef_schedule"],
+    "tuned": "tuned",
+}  # fmt: skip
+
 Runs = dict[str, list[dict[str, Any]]]
 
 
@@ -51,44 +65,29 @@ def label_of(key: str) -> str:
     return LABELS.get(key, key)
 
 
-def load_runs(runs_dirs: list[tuple[Path, str | None]]) -> dict[str, Runs]:
+def load_runs(runs: list[dict[str, Any]], main: str | None, labelled: list[tuple[str, str]]) -> dict[str, Runs]:
     """
-    Finished runs of one or more sweep folders, as ``{env: {key: [run, ...]}}`` sorted by seed, where ``key`` is the
-    algorithm, or ``algorithm[label]`` for a folder given with a label; each run has its curve and timing.
+    Finished runs of the dataset's variants, as ``{env: {key: [run, ...]}}`` sorted by seed, where ``key`` is the
+    algorithm for the runs of variant ``main``, and ``clippedppo[label]`` for the ClippedPPO runs of each
+    ``(variant, label)`` in ``labelled``; each run has its curve (``eval_steps``, ``returns``) and ``minutes``.
+
+    :param runs: the dataset's runs (:func:`benchmarks.dataset.load`).
+    :param main: the variant of the main rows (both algorithms), or None.
+    :param labelled: ``(variant, label)`` of the option rows (``tuned``: the tuned rows).
     """
     grouped: dict[str, Runs] = {}
-    for runs_dir, label in runs_dirs:
-        for record_file in sorted((runs_dir / "_runs").glob("*.json")):
-            record = json.loads(record_file.read_text())
-            if record.get("status") != "finished" or (label is not None and record["algo"] != "clippedppo"):
-                continue  # unfinished, or not a ClippedPPO run in an option folder
-            run_dir = runs_dir / record["run_dir"]
-            if not (run_dir / "evaluations.npz").exists():
-                print(f"skipped {run_dir}: no evaluations.npz (trained without --eval-freq)", file=sys.stderr)
-                continue
-            evaluations = np.load(run_dir / "evaluations.npz")
-            timesteps = evaluations["timesteps"].astype(np.int64)
-            returns = evaluations["results"].mean(axis=1)
-            run = {**record, "eval_steps": timesteps, "returns": returns, "minutes": eval_minutes(run_dir, timesteps)}
-            key = record["algo"] if label is None else f"{record['algo']}[{label}]"
-            grouped.setdefault(record["env"], {}).setdefault(key, []).append(run)
+    selection = ([(main, None)] if main is not None else []) + list(labelled)
+    for variant, label in selection:
+        chosen = [r for r in runs if r["variant"] == variant and r["status"] == "finished" and len(r["eval_steps"])]
+        if label is not None:
+            chosen = [r for r in chosen if r["algo"] == "clippedppo"]  # only ClippedPPO runs are option rows
+        for run in sorted(chosen, key=lambda r: (r["algo"], r["env"], r["seed"])):
+            key = run["algo"] if label is None else f"{run['algo']}[{label}]"
+            grouped.setdefault(run["env"], {}).setdefault(key, []).append({**run, "minutes": run["eval_seconds"] / 60.0})
     for by_algo in grouped.values():
-        for runs in by_algo.values():
-            runs.sort(key=lambda r: r["seed"])
+        for group in by_algo.values():
+            group.sort(key=lambda r: r["seed"])
     return grouped
-
-
-def eval_minutes(run_dir: Path, timesteps: np.ndarray) -> np.ndarray:
-    """Wall-clock minutes since the start of training at each evaluation, from the training Monitor file."""
-    monitors = sorted(run_dir.glob("*.monitor.csv"))
-    if not monitors:
-        return np.full(len(timesteps), np.nan)
-    data = np.genfromtxt(monitors[0], delimiter=",", skip_header=2, ndmin=2)
-    if data.size == 0:
-        return np.full(len(timesteps), np.nan)
-    steps = np.cumsum(data[:, 1]) * len(monitors)  # with several envs, each Monitor sees 1/n of the steps
-    seconds = data[:, 2]
-    return np.interp(timesteps, np.concatenate([[0], steps]), np.concatenate([[0], seconds])) / 60.0
 
 
 def aligned(runs: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -163,12 +162,32 @@ def option_verdict(probability: float, p_value: float, alpha: float = 0.05) -> s
     return f"no clear difference (P = {probability:.2f}, rank test p = {p_value:.2f})"
 
 
-def zoo_curves(folders: list[tuple[Path, str]], algos: list[str], envs: list[str], out: Path, stem: str) -> str:
+def zoo_layout(runs: list[dict[str, Any]], root: Path) -> Path:
     """
-    The RL Zoo's ``all_plots`` on sweep folders: saves its learning-curve figure of each environment as
+    Write runs from the dataset as the Zoo lays out its outputs, ``<root>/<algo>/<env folder>_<n>/evaluations.npz``
+    (``timesteps``, ``results``, ``ep_lengths``), for the Zoo's ``all_plots``; returns ``root``.
+    """
+    counts: Counter = Counter()
+    for run in runs:
+        key = (run["algo"], env_folder(run["env"]))
+        counts[key] += 1
+        run_dir = root / run["algo"] / f"{key[1]}_{counts[key]}"
+        run_dir.mkdir(parents=True)
+        np.savez(run_dir / "evaluations.npz", timesteps=run["eval_steps"], results=run["episode_returns"],
+                 ep_lengths=run["episode_lengths"])  # fmt: skip
+    return root
+
+
+def zoo_curves(
+    folders: list[tuple[Path, str]], options: set[str], algos: list[str], envs: list[str], out: Path, stem: str
+) -> str:
+    """
+    The RL Zoo's ``all_plots`` on Zoo output folders: saves its learning-curve figure of each environment as
     ``curves_<stem><env folder>.png`` (legend in this report's names) and returns its markdown results table.
 
-    :param folders: ``(folder, label)`` pairs; an option's label is its name, a main sweep's its folder.
+    :param folders: ``(folder, label)`` pairs (:func:`zoo_layout`); an option's label is its name, the main rows' their
+        variant.
+    :param options: the labels that are options of ClippedPPO.
     :param algos: the Zoo's algorithm names.
     :param envs: the environments' Zoo folder names (``all_plots`` matches them against the run folders).
     :param out: the report's folder.
@@ -180,7 +199,6 @@ def zoo_curves(folders: list[tuple[Path, str]], algos: list[str], envs: list[str
     import matplotlib.pyplot as plt
     from rl_zoo3.plots.all_plots import all_plots
 
-    options = {label for folder, label in folders if label != str(folder)}
     argv = ["all_plots", "-a", *algos, "-e", *envs, "-f", *(str(f) for f, _ in folders),
             "-l", *(label for _, label in folders), "--no-display"]  # fmt: skip
     plt.close("all")
@@ -373,47 +391,29 @@ def tuned_section(env: str, rows: Runs, numbers: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def parse_runs_argument(value: str) -> tuple[Path, str | None]:
-    path, _, label = value.partition("=")
-    return Path(path), (label or None)
+def parse_variant_argument(value: str) -> tuple[str, str]:
+    variant, _, label = value.partition("=")
+    return variant, (label or variant)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", action="append", required=True, type=parse_runs_argument, metavar="DIR[=LABEL]",
-                        help="a sweep folder; with =LABEL, its ClippedPPO runs are the option LABEL (repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
-    parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
-    parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
-    parser.add_argument("--tuned", type=Path, help="sweep folder of tuned ClippedPPO, against SB3 PPO and plain ClippedPPO")
-    args = parser.parse_args(argv)
-    if args.tuned is not None:
-        args.runs.append((args.tuned, "tuned"))
-    if args.bootstrap_reps < 100:
-        parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
-    thresholds = dict(DEFAULT_THRESHOLDS)
-    for item in args.threshold:
-        env, values = item.split("=", 1)
-        thresholds[env] = [float(v) for v in values.split(",")]
-
-    if (args.out / "report.md").exists() and not args.overwrite:
-        parser.error(f"{args.out / 'report.md'} exists; pass --overwrite to replace the report")
-    grouped = load_runs(args.runs)
-    if not grouped:
-        parser.error(f"no finished runs in {[str(d / '_runs') for d, _ in args.runs]}")
-    args.out.mkdir(parents=True, exist_ok=True)
+def header(grouped: dict[str, Runs], command: str, reps: int, from_folders: bool) -> tuple[list[str], dict[str, Any]]:
+    """The report's title and method paragraph (machines, versions, commits of the runs), and the first run's machine."""
     records = [r for by_algo in grouped.values() for runs in by_algo.values() for r in runs]
-    machine = records[0]["machine"]
-    command = "python -m benchmarks.report " + " ".join(sys.argv[1:] if argv is None else argv)
-    commits = sorted({r["machine"]["commit"] for r in records})
-    machines = Counter(f"{r['machine']['cpu']} ({r['machine']['cores']} cores)" for r in records)
-    nodes = sorted({r["node"]["hostname"] for r in records if r.get("node")})
-    at_a_time = sorted({str(r["machine"].get("jobs", "?")) for r in records})
+    first = records[0]
+    machine = {"name": first["machine"], "python": first["python"], "versions": first["versions"]}
+    commits = sorted({r["commit"] for r in records})
+    machines = Counter(r["machine"] for r in records)
+    nodes = sorted({r["node"] for r in records if r["node"]})
+    at_a_time = sorted({str(r["jobs"]) if r["jobs"] is not None else "?" for r in records})
+    where = (
+        "its sweep's `_runs/` record"
+        if from_folders
+        else "the dataset, `benchmarks/results/runs.csv` (column `command`; run ids are the runs' original folders)"
+    )
     lines = [
         "# ClippedPPO vs Stable-Baselines3 PPO",
         "",
-        f"Report: `{command}`. Each run's exact command is in its record, `<sweep>/_runs/<algo>__<env>__seed<n>.json`.",
+        f"Report: `{command}`. Each run's exact command is in {where}.",
         "",
         "Machines: "
         + ", ".join(f"{name}: {n} runs" for name, n in machines.items())
@@ -424,17 +424,97 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "",
         "Evaluation: deterministic policy, every 20k steps on 10 episodes (unless a run's command says otherwise); "
         "'final' is the last evaluation. Curves: mean over seeds, shaded standard error (the RL Zoo's `all_plots`). "
-        f"IQM and probability of improvement: rliable, stratified bootstrap with {args.bootstrap_reps} resamples. Wall-clock "
+        f"IQM and probability of improvement: rliable, stratified bootstrap with {reps} resamples. Wall-clock "
         "time includes the periodic evaluations; it depends on the machine and on what else ran on it at the time.",
         "",
-    ]
-    main_dirs = [(d, str(d)) for d, label in args.runs if label is None]
-    option_dirs = [(d, label) for d, label in args.runs if label is not None]
-    algos = sorted({r["algo"] for by_algo in grouped.values() for k, runs in by_algo.items() if "[" not in k for r in runs})
-    envs = [env_folder(env) for env in grouped]
-    zoo_table = zoo_curves(main_dirs, algos, envs, args.out, "") if main_dirs else ""
-    if option_dirs:
-        zoo_curves(main_dirs + option_dirs, ["clippedppo"], envs, args.out, "options_")
+    ]  # fmt: skip
+    return lines, machine
+
+
+def parse_runs_argument(value: str) -> tuple[Path, str | None]:
+    path, _, label = value.partition("=")
+    return Path(path), (label or None)
+
+
+def runs_from_folders(folders: list[tuple[Path, str | None]], dataset: Path) -> tuple[str | None, list[tuple[str, str]]]:
+    """
+    Sweep folders (``--runs DIR[=LABEL]``) converted into a dataset in ``dataset``: the main folders' runs become
+    variant ``main``, a labelled folder's the variant of its label; returns ``(main, [(label, label), ...])``.
+    """
+    from benchmarks import dataset as data
+
+    main, labelled = None, []
+    for i, (folder, label) in enumerate(folders):
+        data.add([folder], label or "main", prefix=str(i), dataset=dataset)  # a folder given twice gives its runs twice
+        if label is None:
+            main = "main"
+        elif (label, label) not in labelled:
+            labelled.append((label, label))
+    return main, labelled
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from benchmarks import dataset as data
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", type=Path, default=data.RESULTS, help="the dataset's folder (default: %(default)s)")
+    parser.add_argument("--main", metavar="VARIANT", help=f"the variant of the main rows (default: {COMMITTED['main']!r})")
+    parser.add_argument("--option", action="append", metavar="VARIANT[=LABEL]", type=parse_variant_argument,
+                        help="a variant whose ClippedPPO runs are an option row, against the main ClippedPPO runs "
+                             "(repeatable; default: the committed options)")  # fmt: skip
+    parser.add_argument("--tuned", metavar="VARIANT", help="the variant of tuned ClippedPPO, against SB3 PPO and plain "
+                        f"ClippedPPO (default: {COMMITTED['tuned']!r})")  # fmt: skip
+    parser.add_argument("--runs", action="append", default=[], type=parse_runs_argument, metavar="DIR[=LABEL]",
+                        help="instead of the dataset: a sweep folder of benchmarks.run; with =LABEL, its ClippedPPO runs "
+                             "are the option LABEL (LABEL tuned: the tuned rows; repeatable)")  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
+    parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
+    parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
+    args = parser.parse_args(argv)
+    if args.bootstrap_reps < 100:
+        parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
+    thresholds = dict(DEFAULT_THRESHOLDS)
+    for item in args.threshold:
+        env, values = item.split("=", 1)
+        thresholds[env] = [float(v) for v in values.split(",")]
+
+    if (args.out / "report.md").exists() and not args.overwrite:
+        parser.error(f"{args.out / 'report.md'} exists; pass --overwrite to replace the report")
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.runs:
+            if args.main or args.option or args.tuned:
+                parser.error("--runs reads sweep folders instead of the dataset: give it without --main, --option, --tuned")
+            main_variant, labelled = runs_from_folders(args.runs, Path(scratch) / "dataset")
+            dataset = Path(scratch) / "dataset"
+        else:
+            given = args.main or args.option or args.tuned
+            main_variant = args.main if given else COMMITTED["main"]
+            labelled = list(args.option or []) if given else [(v, v) for v in COMMITTED["options"]]
+            tuned = args.tuned if given else COMMITTED["tuned"]
+            if tuned:
+                labelled.append((tuned, "tuned"))
+            dataset = args.dataset
+        runs = data.load(dataset)
+        grouped = load_runs(runs, main_variant, labelled)
+        if not grouped:
+            parser.error(f"no finished runs of variants {[main_variant, *(v for v, _ in labelled)]} in {dataset}")
+        args.out.mkdir(parents=True, exist_ok=True)
+        command = "python -m benchmarks.report " + " ".join(sys.argv[1:] if argv is None else argv)
+        lines, machine = header(grouped, command, args.bootstrap_reps, bool(args.runs))
+        main_list = [r for by_algo in grouped.values() for k, rs in by_algo.items() if "[" not in k for r in rs]
+        option_labels = [label for _, label in labelled]  # the tuned rows among them, in the options' curves
+        option_runs = {label: [r for by_algo in grouped.values() for r in by_algo.get(f"clippedppo[{label}]", [])]
+                       for label in option_labels}  # fmt: skip
+        main_label = main_variant if main_variant != "main" else str(args.runs[0][0])
+        main_dirs = [(zoo_layout(main_list, Path(scratch) / "zoo" / "main"), main_label)] if main_list else []
+        option_dirs = [(zoo_layout(rs, Path(scratch) / "zoo" / f"option{i}"), label)
+                       for i, (label, rs) in enumerate(option_runs.items()) if rs]  # fmt: skip
+        algos = sorted({r["algo"] for r in main_list})
+        envs = [env_folder(env) for env in grouped]
+        zoo_table = zoo_curves(main_dirs, set(), algos, envs, args.out, "") if main_dirs else ""
+        if option_dirs:
+            zoo_curves(main_dirs + option_dirs, set(option_labels), ["clippedppo"], envs, args.out, "options_")
     numbers: dict[str, Any] = {"command": command, "machine": machine, "envs": {}}
     for env, by_algo in grouped.items():
         main_rows = {k: v for k, v in by_algo.items() if "[" not in k}

@@ -1,14 +1,18 @@
 """How long a sweep takes on 1, 4, 16, 64 one-CPU workers, from its runs' recorded durations, and what limits it.
 
-Reads the records (``<sweep>/_runs/*.json``) of the given sweep folders and schedules their measured wall-clock
-times on W workers: in the runner's order (every folder's runs in turn, each run to the first free worker: what Ray
-does with tasks of one CPU), and longest first. The evaluation cost of each run is measured from its training
-Monitor file: an evaluation pauses training, so the episode during which it ran lasts longer than the others; the
-excess over the mean episode, times the number of evaluations, is the run's time spent evaluating.
+Reads the runs of the given variants of the dataset (:mod:`benchmarks.dataset`; by default the committed sweep's and
+options' runs, 47 runs), or the records (``<sweep>/_runs/*.json``) of sweep folders, and schedules their measured
+wall-clock times on W workers: in the runner's order (every variant's or folder's runs in turn, each run to the first
+free worker: what Ray does with tasks of one CPU), and longest first. The evaluation cost of each run is measured from
+its training Monitor file (the dataset's ``evaluating_s``, computed when the run was added): an evaluation pauses
+training, so the episode during which it ran lasts longer than the others; the excess over the mean episode, times the
+number of evaluations, is the run's time spent evaluating.
 
 Example (the table in ``benchmarks/README.md``)::
 
-    python -m benchmarks.scaling benchmarks/results/sweep benchmarks/results/options/*
+    python -m benchmarks.scaling
+    python -m benchmarks.scaling --variant default --variant vf_lr
+    python -m benchmarks.scaling /tmp/sweep
 """
 
 import argparse
@@ -49,9 +53,30 @@ def evaluation_seconds(run_dir: Path, eval_steps: np.ndarray) -> float:
     return float(excess.mean() * len(eval_steps))  # the last evaluation, after the last episode, costs as much
 
 
+def runs_of_variants(variants: list[str], dataset: Path | None = None) -> list[dict]:
+    """The finished runs of the dataset's variants, each variant's in the runner's order, with ``name``, ``s``, ``eval_s``."""
+    from benchmarks import dataset as data
+
+    rows = data.read_csv(dataset or data.RESULTS / data.RUNS)
+    runs = []
+    for variant in variants:
+        # The runner's order: its records sorted by file name (algo, env, seed as text), then by environment and seed
+        members = sorted((r for r in rows if r["variant"] == variant), key=lambda r: (r["algo"], r["env"], r["seed"]))
+        order = {env: i for i, env in enumerate(dict.fromkeys(r["env"] for r in members))}
+        for row in sorted(members, key=lambda r: (order[r["env"]], int(r["seed"]), r["algo"])):
+            if row["status"] == "finished":
+                runs.append({**row, "name": f"{variant}/{row['algo']} {row['env']} seed {row['seed']}",
+                             "s": float(row["wall_clock_s"]), "eval_s": float(row["evaluating_s"])})  # fmt: skip
+    return runs
+
+
 def main(argv: list[str] | None = None) -> str:
+    from benchmarks.report import COMMITTED
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folders (with _runs/)")
+    parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (with _runs/), instead of the dataset")
+    parser.add_argument("--variant", action="append", help="a variant of the dataset (repeatable; default: the committed "
+                        "sweep's and options')")  # fmt: skip
     parser.add_argument("--workers", nargs="+", type=int, default=[1, 4, 16, 64])
     args = parser.parse_args(argv)
     if min(args.workers) < 1:
@@ -68,6 +93,10 @@ def main(argv: list[str] | None = None) -> str:
                 evaluating = evaluation_seconds(sweep / record["run_dir"], steps)
                 runs.append({**record, "name": f"{sweep.name}/{record['algo']} {record['env']} seed {record['seed']}",
                              "s": record["wall_clock_s"], "eval_s": evaluating})  # fmt: skip
+    if not args.sweeps:
+        runs = runs_of_variants(args.variant or [COMMITTED["main"], *COMMITTED["options"]])
+        if not runs:
+            parser.error(f"no finished runs of variants {args.variant} in the dataset")
     seconds = [r["s"] for r in runs]
     total, longest = sum(seconds), max(runs, key=lambda r: r["s"])
     lines = [f"{len(runs)} runs, {total / 3600:.1f} h of run time in all; the longest: {longest['name']}, "
