@@ -5,7 +5,8 @@ the evaluation of the protocol: ``--eval-freq 20000 --eval-episodes 10`` (the Zo
 actions, the training ``VecNormalize`` statistics) and the callback :class:`StopAtReturn`, passed through the Zoo's
 ``callback`` hyperparameter. The callback starts the clock when training starts, records every evaluation (steps,
 seconds, mean and episode returns) and stops training after the first evaluation whose mean reaches the threshold; a run
-that never reaches it stops at ``-n`` steps (default 1M). The time counted includes the evaluations. Runs go one at a
+that never reaches it stops at ``-n`` steps (default 1M; ``-n`` also sets the length of ``lin_`` schedules, so it stays
+the entry's), or after ``--time-cap`` minutes (a search's trials). The time counted includes the evaluations. Runs go one at a
 time (nothing else should run on the machine), alternating between variants seed by seed.
 
 A variant is ``NAME=ALGO[:CONF]``: the Zoo algorithm and, optionally, the hyperparameter file (``-conf``); without one
@@ -45,15 +46,17 @@ class StopAtReturn(BaseCallback):
     ``learn`` received (the Zoo's, from ``--eval-freq``) and reads its results one step after each evaluation.
 
     :param threshold: the mean evaluation return that ends the run.
+    :param time_cap: seconds after which the run stops without reaching it (None: no cap; the run goes to ``-n``).
     :param out: JSON file rewritten after every evaluation: ``{"threshold", "evaluations": [{"timesteps", "seconds",
         "mean_return", "returns"}], "seconds_to_threshold" (or null), "finished"}``.
     :param verbose: SB3's verbosity.
     :raises RuntimeError: at the first step, when training has no ``EvalCallback`` (``--eval-freq`` not positive).
     """
 
-    def __init__(self, threshold: float, out: str, verbose: int = 0):
+    def __init__(self, threshold: float, out: str, time_cap: float | None = None, verbose: int = 0):
         super().__init__(verbose)
         self.threshold = float(threshold)
+        self.time_cap = time_cap
         self.out = Path(out)
         self.evaluations: list[dict[str, Any]] = []
         self.seconds_to_threshold: float | None = None
@@ -74,7 +77,7 @@ class StopAtReturn(BaseCallback):
             self.evaluator = self._find_evaluator()
         results = self.evaluator.evaluations_results
         if len(results) == len(self.evaluations):
-            return True
+            return self.time_cap is None or time.perf_counter() - self.start < self.time_cap
         seconds = time.perf_counter() - self.start
         returns = [float(r) for r in results[-1]]
         mean = float(np.mean(returns))
@@ -83,7 +86,7 @@ class StopAtReturn(BaseCallback):
         if mean >= self.threshold:
             self.seconds_to_threshold = seconds
         self._write(finished=self.seconds_to_threshold is not None)
-        return self.seconds_to_threshold is None
+        return self.seconds_to_threshold is None and (self.time_cap is None or seconds < self.time_cap)
 
     def _on_training_end(self) -> None:
         self._write(finished=True)
@@ -109,7 +112,8 @@ def parse_variant(text: str) -> tuple[str, str, str | None]:
 
 def zoo_command(algo: str, env: str, seed: int, conf: str | None, args: argparse.Namespace, callback_out: Path) -> list[str]:
     """The run's ``rl_zoo3.train`` arguments (the README's command, the protocol's evaluation and the callback)."""
-    callback = [{"benchmarks.time_to_return.StopAtReturn": {"threshold": args.threshold, "out": str(callback_out)}}]
+    options = {"threshold": args.threshold, "out": str(callback_out), "time_cap": args.time_cap and args.time_cap * 60}
+    callback = [{"benchmarks.time_to_return.StopAtReturn": options}]
     command = ["-m", "rl_zoo3.train", "--algo", algo, "--env", env, "--seed", str(seed), "-n", str(args.max_steps),
                "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes), "-f", str(args.out / "logs"),
                "--hyperparams", f"callback:{callback!r}", *args.zoo_args]  # fmt: skip
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="NAME=ALGO[:CONF] (default: clippedppo=clippedppo)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="steps of a run that never reaches the threshold")
+    parser.add_argument("--time-cap", type=float, help="minutes after which a run stops (a search's trials); default none")
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--zoo-args", nargs=argparse.REMAINDER, default=[], help="more rl_zoo3.train arguments (last)")

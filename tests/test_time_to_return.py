@@ -29,6 +29,12 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path):
     assert "| never | - | 0/1 | - |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "curves.png").stat().st_size > 0
 
+    # A time cap ends a run that does not reach the threshold
+    time_to_return.main([*common[:3], "100000", *common[4:], "--threshold", "1e9", "--time-cap", "0.05",
+                         "--variants", "capped=clippedppo"])  # fmt: skip
+    record = json.loads((tmp_path / "runs" / "capped__seed0.json").read_text())
+    assert record["minutes_to_threshold"] is None and record["timesteps"] < 100000 and 3 <= record["seconds"] < 30
+
     # A finished run is not repeated
     mtime = (tmp_path / "runs" / "never__seed0.json").stat().st_mtime
     time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
