@@ -125,6 +125,7 @@ def test_learn_predict_save_load(name, tmp_path):
     assert loaded.num_timesteps == 96
 
 
+@pytest.mark.slow  # needs the dmc extra (dm-control through shimmy); 16 s
 def test_dm_control_walker_walk_with_multi_input_policy(tmp_path):
     """DM Control's native Dict observations (orientations, a scalar height, velocity), no FlattenObservation."""
     shimmy = pytest.importorskip("shimmy")
