@@ -11,9 +11,10 @@ plain ClippedPPO. ``report.md`` gathers everything with the machines, nodes, pac
 ``report.json`` holds the numbers (and every run's command); the Zoo's ``all_plots`` results table is added as a
 cross-check (the Zoo's code reads run folders: the dataset's runs are written as such to a scratch folder first).
 
-The committed report, from ``benchmarks/results/`` (variants ``default``, the seven options, ``tuned``)::
+The committed report, from ``benchmarks/results/`` (variants ``default``, the seven options, ``tuned``), into
+``benchmarks/results/report/``::
 
-    python -m benchmarks.report --out benchmarks/results/report --overwrite
+    python -m benchmarks.report --overwrite
 
 Other variants of the dataset, or sweep folders instead of the dataset (``DIR=LABEL``: an option row)::
 
@@ -467,7 +468,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", action="append", default=[], type=parse_runs_argument, metavar="DIR[=LABEL]",
                         help="instead of the dataset: a sweep folder of benchmarks.run; with =LABEL, its ClippedPPO runs "
                              "are the option LABEL (LABEL tuned: the tuned rows; repeatable)")  # fmt: skip
-    parser.add_argument("--out", type=Path, required=True, help="folder for the report (created if needed)")
+    parser.add_argument("--out", type=Path, default=data.RESULTS / "report",
+                        help="folder for the report, created if needed (default: %(default)s)")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
