@@ -1,0 +1,160 @@
+"""The benchmark dataset (``benchmarks/results/*.csv*``): the converter from RL Zoo folders, and the report's headline
+figures recomputed from the committed dataset, to the digit."""
+
+import gzip
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from benchmarks import dataset
+from benchmarks.common import ROOT
+
+
+def fake_zoo_run(run_dir, seed: int = 0, n_envs: int = 1, learning_rate: float = 3e-4):
+    """A Zoo run folder as ``rl_zoo3.train`` writes it: ``evaluations.npz``, Monitor files, ``<env>/*.yml``."""
+    rng = np.random.default_rng(seed)
+    (run_dir / "CartPole-v1").mkdir(parents=True)
+    timesteps = np.array([100, 200, 300])
+    np.savez(run_dir / "evaluations.npz", timesteps=timesteps, results=rng.normal(100, 10, (3, 4)),
+             ep_lengths=np.full((3, 4), 500))  # fmt: skip
+    for i in range(n_envs):  # 8 episodes of 50 steps, 1.5 s each, per environment
+        rows = "\n".join(f"1.0,50,{1.5 * (k + 1)}" for k in range(8))
+        (run_dir / f"{i}.monitor.csv").write_text(f'#{{"t_start": 0, "env_id": "CartPole-v1"}}\nr,l,t\n{rows}\n')
+    config = "!!python/object/apply:collections.OrderedDict\n"
+    config += f"- - - learning_rate\n    - {learning_rate}\n  - - n_timesteps\n    - 300\n"
+    (run_dir / "CartPole-v1" / "config.yml").write_text(config)
+    args = "!!python/object/apply:collections.OrderedDict\n- - - algo\n    - clippedppo\n  - - env\n    - CartPole-v1\n"
+    args += f"  - - n_timesteps\n    - -1\n  - - seed\n    - {seed}\n"
+    (run_dir / "CartPole-v1" / "args.yml").write_text(args)
+    (run_dir / "CartPole-v1" / "command.txt").write_text(f"python -m rl_zoo3.train --algo clippedppo --seed {seed}\n")
+    return np.load(run_dir / "evaluations.npz")
+
+
+def test_converter_appends_zoo_runs_exactly_once(tmp_path):
+    pytest.importorskip("yaml")
+    sweep = tmp_path / "screen"
+    saved = [fake_zoo_run(sweep / "clippedppo" / f"CartPole-v1_{seed + 1}", seed) for seed in (0, 1)]
+    out = tmp_path / "data"
+    added = dataset.add([sweep], "lr3e-4", prefix="search", machine="test machine", dataset=out)
+    assert added == ["search/screen/clippedppo/CartPole-v1_1", "search/screen/clippedppo/CartPole-v1_2"]
+    runs = dataset.load(out)
+    assert [r["seed"] for r in runs] == [0, 1] and {r["machine"] for r in runs} == {"test machine"}
+    for run, npz in zip(runs, saved, strict=True):
+        np.testing.assert_array_equal(run["episode_returns"], npz["results"])  # to the bit
+        np.testing.assert_array_equal(run["eval_steps"], npz["timesteps"])
+        np.testing.assert_array_equal(run["returns"], npz["results"].mean(axis=1))
+        # Seconds at each evaluation from the Monitor file: 50-step episodes of 1.5 s each
+        np.testing.assert_allclose(run["eval_seconds"], [3.0, 6.0, 9.0])
+        assert run["status"] == "finished" and run["timesteps"] == 400 and run["wall_clock_s"] == 12.0
+        assert run["command"].startswith("python -m rl_zoo3.train")
+    assert dataset.hyperparameters(out)[("clippedppo", "CartPole-v1", "lr3e-4")] == {"learning_rate": 3e-4, "n_timesteps": 300}
+    # One row per evaluation; the file is gzipped and deterministic
+    rows = dataset.read_csv(out / dataset.EVALUATIONS)
+    assert len(rows) == 6 and list(rows[0]) == dataset.EVALUATION_COLUMNS
+    assert gzip.decompress((out / dataset.EVALUATIONS).read_bytes()).startswith(b"run_id,algo,env,variant,seed,")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # Adding the same runs again changes nothing; a new run is appended
+    assert dataset.add([sweep], "lr3e-4", prefix="search", dataset=out) == []
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    fake_zoo_run(tmp_path / "more" / "clippedppo" / "CartPole-v1_1", seed=2, n_envs=2)
+    assert dataset.add([tmp_path / "more"], "lr3e-4", dataset=out) == ["more/clippedppo/CartPole-v1_1"]
+    added = dataset.load(out)[0]
+    assert added["run_id"] == "more/clippedppo/CartPole-v1_1" and added["timesteps"] == 800  # 2 Monitors, each 1/2
+    np.testing.assert_allclose(added["eval_seconds"], [1.5, 3.0, 4.5])
+    # A run whose hyperparameters differ from its variant's is refused
+    fake_zoo_run(tmp_path / "other" / "clippedppo" / "CartPole-v1_1", seed=3, learning_rate=1e-3)
+    with pytest.raises(ValueError, match="hyperparameters differ"):
+        dataset.add([tmp_path / "other"], "lr3e-4", dataset=out)
+    assert dataset.add([tmp_path / "other"], "lr1e-3", dataset=out) == ["other/clippedppo/CartPole-v1_1"]
+
+
+def committable_files(folder):
+    """The files of ``folder`` that git tracks or would add (not ignored); every file when git is not at hand."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", str(folder)],
+                                cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+        files = [ROOT / name for name in listed if name]
+    except (OSError, subprocess.CalledProcessError):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+    return [p for p in files if p.is_file()]  # tracked files deleted in the work tree are gone
+
+
+def test_committed_dataset_is_small_and_complete():
+    """Issue 26: benchmarks/results/ holds at most about 100 files and 5 MB, every run in the dataset once."""
+    results = ROOT / "benchmarks" / "results"
+    files = committable_files(results)
+    assert len(files) <= 100 and sum(p.stat().st_size for p in files) <= 5 * 2**20
+    runs = dataset.read_csv(results / dataset.RUNS)
+    evaluations = dataset.read_csv(results / dataset.EVALUATIONS)
+    variants = {(v["algo"], v["env"], v["variant"]) for v in dataset.read_csv(results / dataset.VARIANTS)}
+    assert len(runs) == len({r["run_id"] for r in runs}) == 214
+    assert {r["run_id"] for r in runs} == {e["run_id"] for e in evaluations}
+    assert {(r["algo"], r["env"], r["variant"]) for r in runs} == variants
+    assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
+
+
+# The headline figures of the report and the README, cell by cell (report.md's tables)
+HEADLINE = {
+    "HalfCheetah-v4": {
+        "ClippedPPO": ["5", "5631 ± 458", "5531 [5247, 6158]", "12.2"],
+        "SB3 PPO": ["5", "5715 ± 966", "5673 [4755, 6758]", "21.8"],
+        "P": "P(ClippedPPO > SB3 PPO) = 0.48 [95% CI 0.08, 0.88]",
+    },
+    "dm_control/walker-walk-v0": {
+        "ClippedPPO": ["5", "465 ± 74", "452 [402, 549]", "6.4"],
+        "SB3 PPO": ["5", "508 ± 79", "510 [423, 590]", "13.8"],
+        "P": "P(ClippedPPO > SB3 PPO) = 0.32 [95% CI 0.00, 0.68]",
+    },
+}
+TUNED = {
+    "HalfCheetah-v4": ("5523 ± 874", "5422 [4696, 6509]", "P(ClippedPPO + tuned > SB3 PPO) = 0.44 [95% CI 0.08, 0.84]"),
+    "dm_control/walker-walk-v0": ("696 ± 134", "734 [544, 795]", "P(ClippedPPO + tuned > SB3 PPO) = 0.88 [95% CI 0.60, 1.00]"),
+}
+
+
+def table_cells(lines: list[str]) -> dict[str, list[str]]:
+    """The rows of a report table by their first cell."""
+    rows = ([cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines if line.startswith("| "))
+    return {cells[0]: cells[1:] for cells in rows}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env", list(HEADLINE))
+def test_headline_figures_from_the_dataset(env):
+    """The report's table rows recomputed from ``evaluations.csv.gz`` and ``runs.csv`` (rliable, 20,000 resamples)."""
+    pytest.importorskip("rliable")
+    from benchmarks import report
+
+    runs = dataset.load()
+    grouped = report.load_runs(runs, "default", [("tuned", "tuned")])[env]
+    main = {k: grouped[k] for k in ("clippedppo", "ppo")}
+    finals = {algo: np.array([r["returns"][-1] for r in rs]) for algo, rs in main.items()}
+    estimates = report.rliable_estimates(finals, [("clippedppo", "ppo")])
+    lines = report.env_table(main, estimates, report.DEFAULT_THRESHOLDS[env])
+    cells = table_cells(lines)
+    for label in ("ClippedPPO", "SB3 PPO"):
+        seeds, final, iqm, minutes = HEADLINE[env][label]
+        assert cells[label][:3] == [seeds, final, iqm] and cells[label][-2] == minutes, cells[label]
+    assert any(line.startswith(f"- Probability of improvement {HEADLINE[env]['P']}") for line in lines), lines
+    # The tuned section (the README's tuned table): the shipped entries on seeds 5-9, as the report computes it
+    rows = {k: grouped[k] for k in ("ppo", "clippedppo", "clippedppo[tuned]")}
+    finals = {algo: np.array([r["returns"][-1] for r in rs]) for algo, rs in rows.items()}
+    estimates = report.rliable_estimates(finals, [("clippedppo[tuned]", "ppo"), ("clippedppo[tuned]", "clippedppo")])
+    lines = report.env_table(rows, estimates, [])
+    final, iqm, probability = TUNED[env]
+    assert table_cells(lines)["ClippedPPO + tuned"][1:3] == [final, iqm]
+    assert f"- Probability of improvement {probability}" in lines, lines
+
+
+@pytest.mark.slow
+def test_committed_report_states_the_headline_figures():
+    """The committed report.md carries the same figures (it was rebuilt from the dataset by ``benchmarks.report``)."""
+    text = (ROOT / "benchmarks" / "results" / "report" / "report.md").read_text()
+    for env, figures in HEADLINE.items():
+        section = text.split(f"## {env} (")[1].split("\n## ")[0]
+        cells = table_cells(section.splitlines())
+        for label in ("ClippedPPO", "SB3 PPO"):
+            assert cells[label][:3] == figures[label][:3] and cells[label][-2] == figures[label][3]
+        assert f"- Probability of improvement {figures['P']}" in section
