@@ -19,6 +19,7 @@ The variants are named after the folders the runs were made in (``search/halfche
 """
 
 import argparse
+import re
 from typing import Any
 
 import numpy as np
@@ -93,7 +94,7 @@ def print_screen(runs: Runs, label: str, screen: str, control_variant: str) -> N
     run's step, + 1200) and against the control (the shipped entry on the same seeds and steps) where it has run."""
     plain = [*curves_by_seed(runs, "default").values(), *curves_by_seed(runs, SEARCH + "control_plain_seeds5-9").values()]
     control = curves_by_seed(runs, control_variant)
-    names = sorted({r["variant"] for r in runs if r["variant"].startswith(f"{screen}/c")})
+    names = sorted({r["variant"] for r in runs if re.fullmatch(rf"{re.escape(screen)}/c[0-9]+_.+", r["variant"])})
     for variant in names:
         curves = curves_by_seed(runs, variant, finished=False)
         name = variant.rsplit("/", 1)[1]
