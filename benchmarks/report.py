@@ -53,6 +53,16 @@ COMMITTED = {
     "options": ["vf_lr", "kl_penalty", "state_dependent_std", "kl_adaptive_lr", "recompute_advantages",
                 "normalize_observations", "ent_coef_schedule"],
     "tuned": "tuned",
+    # Candidates tried for the tuned entries and not shipped (the README's tuned table), each against SB3 PPO and plain
+    # ClippedPPO as the tuned variant is
+    "candidates": [
+        ("search/halfcheetah/validation_trial7", "search's best (trial 7: lr lin_2e-4, recomputed advantages)"),
+        ("search/halfcheetah/validation_normobs", "normalize_observations"),
+        ("search/halfcheetah/validation_kl_adaptive_lr", "target_kl 0.01 + kl_adaptive_lr"),
+        ("search/halfcheetah/validation_kl_adaptive_lr_normobs", "target_kl 0.01 + kl_adaptive_lr + normalize_observations"),
+        ("search/halfcheetah/control_plain_seeds5-9", "plain ClippedPPO on seeds 5-9 (the tuned runs' seeds)"),
+        ("search/walker/validation_penalty", "previous entry (PPO-Penalty)"),
+    ],
 }  # fmt: skip
 
 Runs = dict[str, list[dict[str, Any]]]
@@ -392,6 +402,49 @@ def tuned_section(env: str, rows: Runs, numbers: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def candidates_section(
+    env: str, by_algo: Runs, candidates: list[tuple[str, str, list[dict[str, Any]]]], reps: int
+) -> tuple[list[str], dict[str, Any]]:
+    """
+    Candidates for the tuned entry, each against SB3 PPO and plain ClippedPPO exactly as the tuned variant is (its own
+    bootstrap, on the rows SB3 PPO, ClippedPPO, candidate in that order): a candidate's figures are those the tuned
+    section gave it when it was the tuned variant.
+
+    :param env: the environment id.
+    :param by_algo: the main rows (``ppo`` and ``clippedppo``).
+    :param candidates: ``(variant, label, runs)`` of each candidate on this environment.
+    :param reps: bootstrap resamples.
+    """
+    lines = ["| candidate (variant) | seeds | final return (mean ± std) | IQM [95% CI] | P(candidate > SB3 PPO) [95% CI] "
+             "| P(candidate > ClippedPPO) [95% CI] |", "|---|---|---|---|---|---|"]  # fmt: skip
+    numbers: dict[str, Any] = {}
+    for variant, label, runs in candidates:
+        key = f"clippedppo[{label}]"
+        scores = {algo: np.array([r["returns"][-1] for r in by_algo[algo]]) for algo in ("ppo", "clippedppo")}
+        scores[key] = np.array([r["returns"][-1] for r in runs])
+        estimates = rliable_estimates(scores, [(key, "ppo"), (key, "clippedppo")], reps=reps)
+        finals = scores[key]
+        low, high = estimates["iqm_ci"][key]
+        cells = [f"{label} (`{variant}`)", ", ".join(str(r["seed"]) for r in runs),
+                 f"{finals.mean():.0f} ± {finals.std(ddof=1) if len(finals) > 1 else 0.0:.0f}",
+                 f"{estimates['iqm'][key]:.0f} [{low:.0f}, {high:.0f}]"]  # fmt: skip
+        for other in ("ppo", "clippedppo"):
+            value = estimates["probability_of_improvement"][f"{key},{other}"]
+            low, high = estimates["probability_of_improvement_ci"][f"{key},{other}"]
+            cells.append(f"{value:.2f} [{low:.2f}, {high:.2f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+        numbers[label] = {
+            "variant": variant,
+            "seeds": [r["seed"] for r in runs],
+            "final_returns": finals.tolist(),
+            "iqm": estimates["iqm"][key],
+            "iqm_ci": estimates["iqm_ci"][key],
+            **{kind: {k.split(",")[1]: v for k, v in estimates[kind].items()}
+               for kind in ("probability_of_improvement", "probability_of_improvement_ci")},
+        }  # fmt: skip
+    return [*lines, ""], numbers
+
+
 def parse_variant_argument(value: str) -> tuple[str, str]:
     variant, _, label = value.partition("=")
     return variant, (label or variant)
@@ -465,6 +518,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "(repeatable; default: the committed options)")  # fmt: skip
     parser.add_argument("--tuned", metavar="VARIANT", help="the variant of tuned ClippedPPO, against SB3 PPO and plain "
                         f"ClippedPPO (default: {COMMITTED['tuned']!r})")  # fmt: skip
+    parser.add_argument("--candidate", action="append", metavar="VARIANT[=LABEL]", type=parse_variant_argument,
+                        help="a variant tried for the tuned entry, against SB3 PPO and plain ClippedPPO as the tuned one "
+                             "(repeatable; default: the committed candidates)")  # fmt: skip
     parser.add_argument("--runs", action="append", default=[], type=parse_runs_argument, metavar="DIR[=LABEL]",
                         help="instead of the dataset: a sweep folder of benchmarks.run; with =LABEL, its ClippedPPO runs "
                              "are the option LABEL (LABEL tuned: the tuned rows; repeatable)")  # fmt: skip
@@ -485,12 +541,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"{args.out / 'report.md'} exists; pass --overwrite to replace the report")
     with tempfile.TemporaryDirectory() as scratch:
         if args.runs:
-            if args.main or args.option or args.tuned:
-                parser.error("--runs reads sweep folders instead of the dataset: give it without --main, --option, --tuned")
+            if args.main or args.option or args.tuned or args.candidate:
+                parser.error("--runs reads sweep folders instead of the dataset: give it without --main, --option, --tuned, "
+                             "--candidate")  # fmt: skip
             main_variant, labelled = runs_from_folders(args.runs, Path(scratch) / "dataset")
+            candidates: list[tuple[str, str]] = []
             dataset = Path(scratch) / "dataset"
         else:
-            given = args.main or args.option or args.tuned
+            given = args.main or args.option or args.tuned or args.candidate
+            candidates = list(args.candidate or []) if given else list(COMMITTED["candidates"])
             main_variant = args.main if given else COMMITTED["main"]
             labelled = list(args.option or []) if given else [(v, v) for v in COMMITTED["options"]]
             tuned = args.tuned if given else COMMITTED["tuned"]
@@ -499,6 +558,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dataset = args.dataset
         runs = data.load(dataset)
         grouped = load_runs(runs, main_variant, labelled)
+        candidate_runs: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = {}
+        for variant, label in candidates:
+            for env, by_algo in load_runs(runs, None, [(variant, label)]).items():
+                candidate_runs.setdefault(env, []).append((variant, label, by_algo[f"clippedppo[{label}]"]))
         if not grouped:
             parser.error(f"no finished runs of variants {[main_variant, *(v for v, _ in labelled)]} in {dataset}")
         args.out.mkdir(parents=True, exist_ok=True)
@@ -531,6 +594,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             numbers["envs"][f"{env} tuned"] = tuned_numbers
             lines += [f"## {env}: tuned ClippedPPO against SB3 PPO and plain ClippedPPO", "", *section]
             lines += tuned_section(env, rows, tuned_numbers)
+        if env in candidate_runs and {"ppo", "clippedppo"} <= set(by_algo):
+            section, numbers["envs"][f"{env} candidates"] = candidates_section(
+                env, by_algo, candidate_runs[env], args.bootstrap_reps
+            )
+            lines += [f"## {env}: candidates for the tuned entry, not shipped", "",
+                      "Each against SB3 PPO and plain ClippedPPO (seeds 0-4) as tuned ClippedPPO is above (variants: "
+                      "`benchmarks/results/runs.csv`; what each was: `benchmarks/results/search/README.md`).", "",
+                      *section]  # fmt: skip
         steps = sorted({int(r["timesteps"]) for runs in main_rows.values() for r in runs})
         if main_rows:
             pairs = [("clippedppo", other) for other in main_rows if other != "clippedppo"]
