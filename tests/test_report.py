@@ -169,3 +169,19 @@ def test_committed_report_states_the_headline_figures():
         for label in ("ClippedPPO", "SB3 PPO"):
             assert cells[label][:3] == figures[label][:3] and cells[label][-2] == figures[label][3]
         assert f"- Probability of improvement {figures['P']}" in section
+
+
+@pytest.mark.slow
+def test_walker_screen_table_from_the_dataset(capsys):
+    """``benchmarks.candidates walker`` (formerly ``search/walker/screen/summarize.py``) prints the rows of the walker screen's
+    README table from the dataset: the runs stopped at 1.1M steps and more, each scored by its last five evaluations."""
+    from benchmarks import candidates
+
+    candidates.main(["walker"])
+    printed = capsys.readouterr().out.splitlines()
+    table = (ROOT / "benchmarks" / "results" / "search" / "walker" / "screen" / "README.md").read_text()
+    for name in ("shipped entry (options/kl_penalty/)", "logstd", "lrdecay", "wide", "wide_logstd", "wide_logstd_lrdecay"):
+        row = next(line for line in printed if line.startswith(f"| {name} |"))
+        scores = row.strip("|").split("|")[1:]
+        readme_row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
+        assert readme_row.strip("|").split("|")[-4:] == scores, (row, readme_row)
