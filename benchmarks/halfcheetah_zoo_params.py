@@ -6,7 +6,7 @@ Zoo's ``ppo.yml`` entry: ``VecNormalize``, 1 env, 512 steps, batch 64, 20 epochs
 Example (300k steps, seed 0)::
 
     python -m benchmarks.halfcheetah_zoo_params --algo clippedppo --seed 0 --timesteps 300000 \
-        --out benchmarks/results/halfcheetah_300k/clippedppo_seed0
+        --out runs/halfcheetah_300k/clippedppo_seed0
 
 Writes into ``--out`` (which must not exist yet, so no finished run is overwritten): ``evaluations.npz`` (the
 format of SB3's ``EvalCallback``: timesteps, results, ep_lengths), ``progress.csv`` (SB3 logger),

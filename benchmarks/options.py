@@ -21,7 +21,10 @@ all at once; the other options are the runner's (``--address``, ``--jobs``, ``--
 
 Example (3 seeds per option and environment, 2 runs at a time)::
 
-    python -m benchmarks.options --seeds 0 1 2 --jobs 2 --out benchmarks/results/options
+    python -m benchmarks.options --seeds 0 1 2 --jobs 2 --out runs/options
+
+then ``python -m benchmarks.dataset add runs/options/<option> --variant <option>`` per option adds the runs to the
+dataset in ``benchmarks/results/``.
 """
 
 from benchmarks import run

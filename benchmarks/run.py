@@ -17,8 +17,8 @@ again, after moving the earlier attempt's record and log to ``OUT/_interrupted/`
 
 Example (the committed sweep; about 17 minutes per 1M-step run per core)::
 
-    python -m benchmarks.run --algos clippedppo ppo --envs HalfCheetah-v4 --seeds 0 1 2 3 4 --jobs 2 \\
-        --out benchmarks/results/sweep
+    python -m benchmarks.run --algos clippedppo ppo --envs HalfCheetah-v4 --seeds 0 1 2 3 4 --jobs 2 --out runs/sweep
+    python -m benchmarks.dataset add runs/sweep --variant default   # into benchmarks/results/'s dataset
 """
 
 import argparse

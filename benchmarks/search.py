@@ -10,11 +10,11 @@ trials again with other seeds and ranks them by their mean, since a single seed'
 same study with the command that ``start`` prints (a journal file on a shared filesystem, or a PostgreSQL URL; see
 ``benchmarks/README.md``).
 
-Example (the search committed under ``benchmarks/results/search/``)::
+Example (the search summarized under ``benchmarks/results/search/``: its trials table and gzipped journal)::
 
     python -m benchmarks.search start --env HalfCheetah-v4 --study halfcheetah --trials 50 --workers 2 \\
-        --n-timesteps 300000 --n-evaluations 3 --out benchmarks/results/search/halfcheetah
-    python -m benchmarks.search dump --storage benchmarks/results/search/halfcheetah/study.log --study halfcheetah
+        --n-timesteps 300000 --n-evaluations 3 --out runs/search/halfcheetah
+    python -m benchmarks.search dump --storage runs/search/halfcheetah/study.log --study halfcheetah
 """
 
 import argparse
