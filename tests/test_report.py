@@ -89,7 +89,7 @@ def test_committed_dataset_is_small_and_complete():
     runs = dataset.read_csv(results / dataset.RUNS)
     evaluations = dataset.read_csv(results / dataset.EVALUATIONS)
     variants = {(v["algo"], v["env"], v["variant"]) for v in dataset.read_csv(results / dataset.VARIANTS)}
-    assert len(runs) == len({r["run_id"] for r in runs}) == 225  # 214, and issue 25's 11 time-to-return runs
+    assert len(runs) == len({r["run_id"] for r in runs}) == 230  # 214, and issue 25's 16 time-to-return runs
     assert {r["run_id"] for r in runs} == {e["run_id"] for e in evaluations}
     assert {(r["algo"], r["env"], r["variant"]) for r in runs} == variants
     assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
