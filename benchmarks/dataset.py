@@ -9,7 +9,8 @@
 - ``wall_clock_s``: seconds from the start of training to that evaluation, evaluations included, interpolated in the
   run's training Monitor file (``*.monitor.csv``, whose ``t`` column is the time at each episode's end; with several
   environments each file sees ``1/n`` of the steps); from ``progress.csv``'s whole seconds for runs without a Monitor
-  file; empty when neither exists;
+  file; empty when neither exists. A run folder of :mod:`benchmarks.time_to_return` with its callback's
+  ``time_to_return.json`` has the protocol's clock instead, exact;
 - ``episode_returns``, ``episode_lengths``: the evaluation's episodes, ``;``-joined (returns as Python writes a float,
   so they read back to the bit).
 
@@ -103,6 +104,17 @@ def eval_seconds(run_dir: Path, timesteps: np.ndarray) -> np.ndarray:
     return np.interp(timesteps, *times)
 
 
+def time_to_return_record(run_dir: Path) -> dict[str, Any] | None:
+    """
+    The callback's record in a :mod:`benchmarks.time_to_return` run folder (its clock starts with training; each
+    evaluation's ``seconds``, the run's ``seconds`` and ``machine``), or None for other runs.
+    """
+    from benchmarks.time_to_return import RUN_FOLDER_RECORD
+
+    path = run_dir / RUN_FOLDER_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def find_record(run_dir: Path) -> dict[str, Any] | None:
     """The :mod:`benchmarks.run` record of a Zoo run folder (``<sweep>/_runs/*.json`` naming it), if any."""
     sweep = run_dir.parent.parent
@@ -130,6 +142,7 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
     results, lengths = evaluations["results"], evaluations["ep_lengths"]
     record = find_record(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
+    timed = time_to_return_record(run_dir)
     if summary is not None:  # benchmarks.halfcheetah_zoo_params
         record = {**summary, "status": "finished"}
         hyperparameters = summary["hyperparameters"]
@@ -138,6 +151,7 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
         if len(configs) != 1:
             raise ValueError(f"{run_dir}: expected one <env>/config.yml, found {len(configs)}")
         hyperparameters = dict(load_yaml(configs[0]))
+        hyperparameters.pop("callback", None)  # instrumentation (benchmarks.time_to_return's), not a setting
         args = dict(load_yaml(configs[0].parent / "args.yml"))
         if record is None:
             times = monitor_times(run_dir)
@@ -151,6 +165,9 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
                 "wall_clock_s": seconds, "steps_per_s": trained / seconds if seconds else None,
                 "command": command_file.read_text().strip() if command_file.exists() else "",
             }  # fmt: skip
+            if timed is not None:
+                seconds = timed["seconds"]
+                record.update(wall_clock_s=seconds, steps_per_s=trained / seconds, machine=timed.get("machine"))
     try:
         evaluating = evaluation_seconds(run_dir, timesteps) if (run_dir / "0.monitor.csv").exists() else None
     except (ValueError, IndexError):
@@ -165,6 +182,9 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
         "jobs": meta.get("jobs", ""), "node": (record.get("node") or {}).get("hostname", ""), "command": record["command"],
     }  # fmt: skip
     seconds = eval_seconds(run_dir, timesteps)
+    if timed is not None:
+        exact = {int(e["timesteps"]): float(e["seconds"]) for e in timed["evaluations"]}
+        seconds = np.array([exact.get(int(step), np.nan) for step in timesteps])
     rows = [
         {**{k: run[k] for k in EVALUATION_COLUMNS[:6]}, "timesteps": int(step), "wall_clock_s": number(second),
          "episode_returns": ";".join(repr(float(x)) for x in returns),

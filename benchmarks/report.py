@@ -63,6 +63,8 @@ COMMITTED = {
         ("search/halfcheetah/control_plain_seeds5-9", "plain ClippedPPO on seeds 5-9 (the tuned runs' seeds)"),
         ("search/walker/validation_penalty", "previous entry (PPO-Penalty)"),
     ],
+    # Issue 25's table, time to a return under benchmarks.time_to_return's protocol (one run at a time, default threads)
+    "time_to_return": [],
 }  # fmt: skip
 
 Runs = dict[str, list[dict[str, Any]]]
@@ -402,6 +404,55 @@ def tuned_section(env: str, rows: Runs, numbers: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def time_to_return_section(
+    runs: list[dict[str, Any]], variants: list[tuple[str, str]], out: Path
+) -> tuple[list[str], dict[str, Any]]:
+    """
+    Minutes to a return (:data:`TIME_TO_RETURN`) under :mod:`benchmarks.time_to_return`'s protocol, per environment: a
+    table (a row per variant: median minutes over seeds, a seed that never got there counting as the slowest; seeds that
+    reached it; minutes and steps per seed) and a figure, ``time_to_return_<env>.png`` (every run's mean evaluation return
+    against wall-clock minutes, a colour per variant). Runs stopped early (at the threshold, or at a time cap) count.
+
+    :param runs: the dataset's runs (:func:`benchmarks.dataset.load`).
+    :param variants: ``(variant, label)`` of each row, in the table's order.
+    :param out: the report's folder.
+    :return: the report's lines and numbers (``{env: time_to_return.table's numbers}``).
+    """
+    from benchmarks import time_to_return
+
+    by_env: dict[str, list[dict[str, Any]]] = {}
+    for variant, label in variants:
+        chosen = sorted((r for r in runs if r["variant"] == variant and len(r["eval_steps"])), key=lambda r: r["seed"])
+        for run in chosen:
+            threshold = TIME_TO_RETURN[run["env"]]
+            curve = zip(run["eval_steps"], run["eval_seconds"], run["returns"], strict=True)
+            evaluations = [dict(timesteps=int(steps), seconds=float(seconds), mean_return=float(mean))
+                           for steps, seconds, mean in curve]  # fmt: skip
+            minutes = minutes_to_reach({**run, "minutes": run["eval_seconds"] / 60.0}, threshold)
+            by_env.setdefault(run["env"], []).append(dict(variant=label, minutes_to_threshold=minutes, seed=run["seed"],
+                                                          evaluations=evaluations, run=run))  # fmt: skip
+    lines: list[str] = []
+    numbers: dict[str, Any] = {}
+    for env, records in by_env.items():
+        threshold = TIME_TO_RETURN[env]
+        table, numbers[env] = time_to_return.table(records, threshold)
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for record in records:
+            grouped.setdefault(record["variant"], []).append(record)
+        time_to_return.plot(grouped, threshold, out / f"time_to_return_{env_folder(env)}.png")
+        machines = sorted({r["run"]["machine"] for r in records})
+        commits = sorted({r["run"]["commit"] for r in records if r["run"]["commit"]})
+        seeds = sorted({r["seed"] for r in records})
+        variant_names = ", ".join(f"`{variant}`" for variant, _ in variants)
+        lines += [f"## {env}: time to a return of {threshold:g}", "",
+                  "Wall-clock minutes from the start of training to the end of the first deterministic evaluation (10 "
+                  f"episodes every 20k steps) whose mean reaches {threshold:g}, evaluations included; one run at a time on "
+                  f"the machine, torch's default threads (`python -m benchmarks.time_to_return`). Seeds {seeds}; machine(s): "
+                  f"{', '.join(machines)}; commit(s): {', '.join(commits) or 'not recorded'}; variants {variant_names}.",
+                  "", *table, "", f"![time to {threshold:g}](time_to_return_{env_folder(env)}.png)", ""]  # fmt: skip
+    return lines, numbers
+
+
 def candidates_section(
     env: str, by_algo: Runs, candidates: list[tuple[str, str, list[dict[str, Any]]]], reps: int
 ) -> tuple[list[str], dict[str, Any]]:
@@ -521,6 +572,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--candidate", action="append", metavar="VARIANT[=LABEL]", type=parse_variant_argument,
                         help="a variant tried for the tuned entry, against SB3 PPO and plain ClippedPPO as the tuned one "
                              "(repeatable; default: the committed candidates)")  # fmt: skip
+    parser.add_argument("--time-to-return", action="append", metavar="VARIANT[=LABEL]", type=parse_variant_argument,
+                        help="a variant of benchmarks.time_to_return runs, a row of the time-to-return table (repeatable; "
+                             "default: the committed rows)")  # fmt: skip
     parser.add_argument("--runs", action="append", default=[], type=parse_runs_argument, metavar="DIR[=LABEL]",
                         help="instead of the dataset: a sweep folder of benchmarks.run; with =LABEL, its ClippedPPO runs "
                              "are the option LABEL (LABEL tuned: the tuned rows; repeatable)")  # fmt: skip
@@ -541,15 +595,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"{args.out / 'report.md'} exists; pass --overwrite to replace the report")
     with tempfile.TemporaryDirectory() as scratch:
         if args.runs:
-            if args.main or args.option or args.tuned or args.candidate:
+            if args.main or args.option or args.tuned or args.candidate or args.time_to_return:
                 parser.error("--runs reads sweep folders instead of the dataset: give it without --main, --option, --tuned, "
-                             "--candidate")  # fmt: skip
+                             "--candidate, --time-to-return")  # fmt: skip
             main_variant, labelled = runs_from_folders(args.runs, Path(scratch) / "dataset")
             candidates: list[tuple[str, str]] = []
+            time_to_return_variants: list[tuple[str, str]] = []
             dataset = Path(scratch) / "dataset"
         else:
-            given = args.main or args.option or args.tuned or args.candidate
+            given = args.main or args.option or args.tuned or args.candidate or args.time_to_return
             candidates = list(args.candidate or []) if given else list(COMMITTED["candidates"])
+            time_to_return_variants = list(args.time_to_return or []) if given else list(COMMITTED["time_to_return"])
             main_variant = args.main if given else COMMITTED["main"]
             labelled = list(args.option or []) if given else [(v, v) for v in COMMITTED["options"]]
             tuned = args.tuned if given else COMMITTED["tuned"]
@@ -562,11 +618,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for variant, label in candidates:
             for env, by_algo in load_runs(runs, None, [(variant, label)]).items():
                 candidate_runs.setdefault(env, []).append((variant, label, by_algo[f"clippedppo[{label}]"]))
-        if not grouped:
+        timed = [r for r in runs if r["variant"] in {variant for variant, _ in time_to_return_variants}]
+        if not grouped and not timed:
             parser.error(f"no finished runs of variants {[main_variant, *(v for v, _ in labelled)]} in {dataset}")
         args.out.mkdir(parents=True, exist_ok=True)
         command = "python -m benchmarks.report " + " ".join(sys.argv[1:] if argv is None else argv)
-        lines, machine = header(grouped, command, args.bootstrap_reps, bool(args.runs))
+        lines, machine = header(grouped or {"": {"": timed}}, command, args.bootstrap_reps, bool(args.runs))
         main_list = [r for by_algo in grouped.values() for k, rs in by_algo.items() if "[" not in k for r in rs]
         option_labels = [label for _, label in labelled]  # the tuned rows among them, in the options' curves
         option_runs = {label: [r for by_algo in grouped.values() for r in by_algo.get(f"clippedppo[{label}]", [])]
@@ -646,6 +703,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     option_numbers["rank_test_p"][option], option_numbers["verdicts"][option] = p_value, verdict
                     lines.append(f"- {label_of(option)}: {verdict}")
             lines.append("")
+    if time_to_return_variants:
+        section, numbers["time_to_return"] = time_to_return_section(runs, time_to_return_variants, args.out)
+        lines += section
     if main_dirs:
         lines += ["## RL Zoo `all_plots` results table (cross-check: final return, mean +- standard error)", "", zoo_table, ""]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")

@@ -15,12 +15,16 @@ table::
 
     python -m benchmarks.time_to_return --env HalfCheetah-v4 --threshold 5000 --seeds 0 1 2 3 4 \\
         --variants clippedppo=clippedppo ppo-zoo=ppo ppo-shipped=ppo:hyperparams/clippedppo.yml \\
-        --out benchmarks/results/time_to_return/halfcheetah
+        --out runs/time_to_return/halfcheetah
 
-writes, under ``--out``: the Zoo's run folders (``logs/``), one record per run (``runs/<variant>__seed<seed>.json``:
-command, machine, evaluations, minutes to the threshold or null), ``summary.json`` and ``summary.md`` (median minutes,
-seeds that reached it, per seed) and ``curves.png`` (mean evaluation return against wall-clock minutes, per seed).
-Re-running skips finished runs.
+writes, under ``--out``: the Zoo's run folders (``logs/<variant>/<algo>/<env>_<n>/``), one record per run
+(``runs/<variant>__seed<seed>.json``: command, machine, evaluations, minutes to the threshold or null), ``summary.json``
+and ``summary.md`` (median minutes, seeds that reached it, per seed) and ``curves.png`` (mean evaluation return against
+wall-clock minutes, per seed). Re-running skips finished runs. The runs then go into the dataset, a variant at a time,
+and the report's time-to-return table and figure are rebuilt from it (:mod:`benchmarks.report`, ``--time-to-return``)::
+
+    python -m benchmarks.dataset add runs/time_to_return/halfcheetah/logs/clippedppo \\
+        --variant time_to_return/halfcheetah/clippedppo --prefix time_to_return/halfcheetah
 """
 
 import argparse
@@ -38,6 +42,9 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from benchmarks.common import ROOT, machine_info
 
+# The callback's record in the Zoo's run folder (exact seconds per evaluation, read by benchmarks.dataset)
+RUN_FOLDER_RECORD = "time_to_return.json"
+
 
 class StopAtReturn(BaseCallback):
     """
@@ -48,7 +55,9 @@ class StopAtReturn(BaseCallback):
     :param threshold: the mean evaluation return that ends the run.
     :param time_cap: seconds after which the run stops without reaching it (None: no cap; the run goes to ``-n``).
     :param out: JSON file rewritten after every evaluation: ``{"threshold", "evaluations": [{"timesteps", "seconds",
-        "mean_return", "returns"}], "seconds_to_threshold" (or null), "finished"}``.
+        "mean_return", "returns"}], "seconds_to_threshold" (or null), "timesteps", "seconds", "finished", "machine"}``.
+        A copy goes into the Zoo's run folder (beside ``evaluations.npz``, as ``time_to_return.json``), where
+        :mod:`benchmarks.dataset` takes its seconds.
     :param verbose: SB3's verbosity.
     :raises RuntimeError: at the first step, when training has no ``EvalCallback`` (``--eval-freq`` not positive).
     """
@@ -63,6 +72,7 @@ class StopAtReturn(BaseCallback):
         self.evaluator: EvalCallback | None = None
 
     def _on_training_start(self) -> None:
+        self.machine = machine_info()
         self.start = time.perf_counter()
 
     def _find_evaluator(self) -> EvalCallback:
@@ -94,11 +104,15 @@ class StopAtReturn(BaseCallback):
     def _write(self, finished: bool) -> None:
         record = dict(threshold=self.threshold, evaluations=self.evaluations, seconds_to_threshold=self.seconds_to_threshold,
                       timesteps=int(self.num_timesteps), seconds=time.perf_counter() - self.start,
-                      finished=finished)  # fmt: skip
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.out.with_suffix(".tmp")
-        temporary.write_text(json.dumps(record, indent=1) + "\n")
-        os.replace(temporary, self.out)
+                      finished=finished, machine=self.machine)  # fmt: skip
+        paths = [self.out]
+        if self.evaluator is not None and self.evaluator.log_path is not None:
+            paths.append(Path(self.evaluator.log_path).parent / RUN_FOLDER_RECORD)
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(record, indent=1) + "\n")
+            os.replace(temporary, path)
 
 
 def parse_variant(text: str) -> tuple[str, str, str | None]:
@@ -110,13 +124,15 @@ def parse_variant(text: str) -> tuple[str, str, str | None]:
     return name, algo, conf or None
 
 
-def zoo_command(algo: str, env: str, seed: int, conf: str | None, args: argparse.Namespace, callback_out: Path) -> list[str]:
+def zoo_command(
+    name: str, algo: str, env: str, seed: int, conf: str | None, args: argparse.Namespace, callback_out: Path
+) -> list[str]:
     """The run's ``rl_zoo3.train`` arguments (the README's command, the protocol's evaluation and the callback)."""
     options = {"threshold": args.threshold, "out": str(callback_out), "time_cap": args.time_cap and args.time_cap * 60}
     callback = [{"benchmarks.time_to_return.StopAtReturn": options}]
     command = ["-m", "rl_zoo3.train", "--algo", algo, "--env", env, "--seed", str(seed), "-n", str(args.max_steps),
-               "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes), "-f", str(args.out / "logs"),
-               "--hyperparams", f"callback:{callback!r}", *args.zoo_args]  # fmt: skip
+               "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
+               "-f", str(args.out / "logs" / name), "--hyperparams", f"callback:{callback!r}", *args.zoo_args]  # fmt: skip
     if conf:
         command += ["-conf", conf]
     if env.startswith("dm_control/"):
@@ -132,7 +148,7 @@ def run_one(name: str, algo: str, conf: str | None, seed: int, args: argparse.Na
         if record.get("status") == "finished":
             return record
     callback_out = args.out / "runs" / f"{name}__seed{seed}.evaluations.json"
-    command = zoo_command(algo, args.env, seed, conf, args, callback_out)
+    command = zoo_command(name, algo, args.env, seed, conf, args, callback_out)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print(f"{name} seed {seed}: python {' '.join(command)}", flush=True)
     start = time.perf_counter()
@@ -146,39 +162,65 @@ def run_one(name: str, algo: str, conf: str | None, seed: int, args: argparse.Na
     record = dict(variant=name, algo=algo, conf=conf, env=args.env, seed=seed, command="python " + " ".join(command),
                   status="finished" if result.returncode == 0 else f"failed (exit {result.returncode})",
                   minutes_to_threshold=None if seconds is None else seconds / 60, process_seconds=wall,
-                  machine=machine_info(), **evaluations)  # fmt: skip
+                  **{"machine": machine_info(), **evaluations})  # fmt: skip  (the training process's machine, if recorded)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     shown = "not reached" if seconds is None else f"{seconds / 60:.2f} min"
     print(f"{name} seed {seed}: {record['status']}, threshold {args.threshold:g}: {shown}", flush=True)
     return record
 
 
-def summarize(records: list[dict[str, Any]], threshold: float, out: Path) -> dict[str, Any]:
-    """Median minutes to the threshold per variant (over seeds that reached it, with the count), a table and a figure."""
+def median_minutes(minutes: list[float | None]) -> float | None:
+    """The median over seeds, a seed that never reached the threshold counting as slower than every seed that did (None
+    when that is the median)."""
+    ordered = sorted(m for m in minutes if m is not None) + [float("inf")] * sum(m is None for m in minutes)
+    median = statistics.median(ordered) if ordered else float("inf")
+    return None if median == float("inf") else median
+
+
+def table(records: list[dict[str, Any]], threshold: float) -> tuple[list[str], dict[str, Any]]:
+    """
+    The markdown table of minutes to the threshold (a row per variant, in the records' order) and its numbers.
+
+    :param records: runs as ``{"variant", "minutes_to_threshold" (None: not reached), "evaluations": [{"timesteps",
+        "seconds", "mean_return"}]}``.
+    :param threshold: the return.
+    :return: ``(lines, {"threshold", "variants": {name: {"median_minutes", "reached", "seeds", "minutes",
+        "steps_to_threshold"}}})``.
+    """
     variants: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         variants.setdefault(record["variant"], []).append(record)
     summary: dict[str, Any] = {"threshold": threshold, "variants": {}}
-    lines = [f"Time to a mean deterministic evaluation return of {threshold:g} (wall-clock minutes from the start of "
-             "training, evaluations included)", "", "| variant | median minutes | seeds that reached it | per seed |",
-             "|---|---|---|---|"]  # fmt: skip
+    lines = ["| variant | median minutes | seeds that reached it | minutes per seed | steps per seed (thousands) |",
+             "|---|---|---|---|---|"]  # fmt: skip
     for name, runs in variants.items():
         minutes = [run["minutes_to_threshold"] for run in runs]
-        reached = [m for m in minutes if m is not None]
-        # Seeds that never reach it count as slower than every seed that does (the median over all seeds)
-        ordered = sorted(reached) + [float("inf")] * (len(minutes) - len(reached))
-        median = statistics.median(ordered) if ordered else None
-        summary["variants"][name] = dict(median_minutes=median if median != float("inf") else None, reached=len(reached),
-                                         seeds=len(minutes), minutes=minutes)  # fmt: skip
-        shown = "-" if median in (None, float("inf")) else f"{median:.2f}"
+        steps = [next((e["timesteps"] for e in run["evaluations"] if e["mean_return"] >= threshold), None) for run in runs]
+        median = median_minutes(minutes)
+        reached = sum(m is not None for m in minutes)
+        summary["variants"][name] = dict(median_minutes=median, reached=reached, seeds=len(minutes), minutes=minutes,
+                                         steps_to_threshold=steps)  # fmt: skip
+        shown = "-" if median is None else f"{median:.2f}"
         per_seed = ", ".join("-" if m is None else f"{m:.2f}" for m in minutes)
-        lines.append(f"| {name} | {shown} | {len(reached)}/{len(minutes)} | {per_seed} |")
+        per_seed_steps = ", ".join("-" if s is None else f"{s / 1000:.0f}" for s in steps)
+        lines.append(f"| {name} | {shown} | {reached}/{len(minutes)} | {per_seed} | {per_seed_steps} |")
+    return lines, summary
+
+
+def summarize(records: list[dict[str, Any]], threshold: float, out: Path) -> dict[str, Any]:
+    """Median minutes to the threshold per variant (over seeds that reached it, with the count), a table and a figure."""
+    lines, summary = table(records, threshold)
+    lines = [f"Time to a mean deterministic evaluation return of {threshold:g} (wall-clock minutes from the start of "
+             "training, evaluations included; a seed that never reached it counts as the slowest)", "", *lines]  # fmt: skip
     if records:
         machine = records[0]["machine"]
         lines += ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch's default threads "
                   f"({machine['torch_threads']}); commit {machine['commit']}."]  # fmt: skip
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    variants: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        variants.setdefault(record["variant"], []).append(record)
     plot(variants, threshold, out / "curves.png")
     return summary
 

@@ -10,7 +10,7 @@ from benchmarks import time_to_return
 pytestmark = pytest.mark.slow
 
 
-def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path):
+def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path, monkeypatch):
     common = ["--env", "CartPole-v1", "--max-steps", "6000", "--eval-freq", "1000", "--eval-episodes", "2", "--seeds", "0",
               "--out", str(tmp_path)]  # fmt: skip
     summary = time_to_return.main([*common, "--threshold", "40", "--variants", "reached=clippedppo"])
@@ -25,9 +25,35 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path):
     summary = time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
     record = json.loads((tmp_path / "runs" / "never__seed0.json").read_text())
     assert record["minutes_to_threshold"] is None and record["timesteps"] >= 6000 and len(record["evaluations"]) == 6
-    assert summary["variants"]["never"] == {"median_minutes": None, "reached": 0, "seeds": 1, "minutes": [None]}
-    assert "| never | - | 0/1 | - |" in (tmp_path / "summary.md").read_text()
+    assert summary["variants"]["never"] == {"median_minutes": None, "reached": 0, "seeds": 1, "minutes": [None],
+                                            "steps_to_threshold": [None]}  # fmt: skip
+    assert "| never | - | 0/1 | - | - |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+    # The dataset takes each evaluation's seconds from the callback's copy in the Zoo's run folder
+    from benchmarks import dataset
+
+    run_dir = tmp_path / "logs" / "never" / "clippedppo" / "CartPole-v1_1"
+    copy = json.loads((run_dir / time_to_return.RUN_FOLDER_RECORD).read_text())
+    assert copy["evaluations"] == record["evaluations"]
+    _, rows, _ = dataset.read_run(run_dir, "run", "never")
+    assert [float(row["wall_clock_s"]) for row in rows] == [e["seconds"] for e in record["evaluations"]]
+
+    # The report's time-to-return table and figure, from the dataset, give the records' minutes
+    from benchmarks import report
+
+    for name in ("reached", "never"):
+        dataset.add([tmp_path / "logs" / name], f"ttr/{name}", prefix="ttr", dataset=tmp_path / "dataset")
+    monkeypatch.setitem(report.TIME_TO_RETURN, "CartPole-v1", 40.0)
+    lines, numbers = report.time_to_return_section(dataset.load(tmp_path / "dataset"), [("ttr/reached", "reached"),
+                                                   ("ttr/never", "never")], tmp_path)  # fmt: skip
+    for name in ("reached", "never"):  # the report's threshold for CartPole-v1 is 40: both runs reached it
+        evaluations = json.loads((tmp_path / "runs" / f"{name}__seed0.json").read_text())["evaluations"]
+        first = next(e for e in evaluations if e["mean_return"] >= 40.0)
+        assert numbers["CartPole-v1"]["variants"][name]["minutes"] == [pytest.approx(first["seconds"] / 60, rel=1e-12)]
+        assert numbers["CartPole-v1"]["variants"][name]["steps_to_threshold"] == [first["timesteps"]]
+        assert any(line.startswith(f"| {name} | {first['seconds'] / 60:.2f} | 1/1 |") for line in lines)
+    assert (tmp_path / "time_to_return_CartPole-v1.png").stat().st_size > 0
 
     # A time cap ends a run that does not reach the threshold
     time_to_return.main([*common[:3], "100000", *common[4:], "--threshold", "1e9", "--time-cap", "0.05",
@@ -39,6 +65,13 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path):
     mtime = (tmp_path / "runs" / "never__seed0.json").stat().st_mtime
     time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
     assert (tmp_path / "runs" / "never__seed0.json").stat().st_mtime == mtime
+
+
+def test_median_counts_a_miss_as_the_slowest():
+    assert time_to_return.median_minutes([3.0, None, 1.0]) == 3.0
+    assert time_to_return.median_minutes([3.0, None, None]) is None
+    assert time_to_return.median_minutes([4.0, 2.0]) == 3.0
+    assert time_to_return.median_minutes([]) is None
 
 
 def test_variant_syntax():
