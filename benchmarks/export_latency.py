@@ -6,7 +6,10 @@ true``); latency does not depend on the weights, so it trains for one rollout on
 HalfCheetah-v4 observations, one call per observation (batch of one):
 
 - ``onnxruntime``: ``session.run(None, {"observation": obs[None]})`` on the raw float64 observation;
-- ``predict``: ``model.predict(vec_normalize.normalize_obs(obs), deterministic=True)``, what the RL Zoo's ``enjoy`` does.
+- ``predict``: ``model.predict(vec_normalize.normalize_obs(obs), deterministic=True)``, what the RL Zoo's ``enjoy`` does
+  (and the evaluations during training, through SB3's ``evaluate_policy``);
+- ``predict_torch``: the same through SB3's own ``BasePolicy.predict`` (PyTorch), which ClippedPPO's ``predict`` replaces
+  for deterministic MLP actions on the CPU: the ``predict`` lever of issue 25.
 
 Thread settings: ``default`` (torch's and onnxruntime's defaults: one thread per core) and ``1`` (both at one thread).
 
@@ -61,6 +64,7 @@ def measure(threads: str, reps: int, seed: int, folder: Path) -> dict[str, Any]:
     import onnxruntime as ort
     import torch as th
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.policies import BasePolicy
     from stable_baselines3.common.vec_env import VecNormalize
 
     from sb3_clippedppo import ClippedPPO
@@ -88,7 +92,11 @@ def measure(threads: str, reps: int, seed: int, folder: Path) -> dict[str, Any]:
             normalized = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
             return model.predict(normalized, deterministic=True)[0]
 
-        ways = {"onnxruntime": onnxruntime_action, "predict": predict_action}
+        def predict_torch_action(obs: np.ndarray) -> np.ndarray:
+            normalized = vec_normalize.normalize_obs(obs) if vec_normalize is not None else obs
+            return BasePolicy.predict(model.policy, normalized, deterministic=True)[0]
+
+        ways = {"onnxruntime": onnxruntime_action, "predict": predict_action, "predict_torch": predict_torch_action}
         for act in ways.values():  # warm-up
             microseconds_per_call(act, batch[:100])
         timings: dict[str, list[float]] = {name: [] for name in ways}
@@ -104,6 +112,7 @@ def measure(threads: str, reps: int, seed: int, folder: Path) -> dict[str, Any]:
             "us_per_action": timings,
             "median_us_per_action": medians,
             "speedup_onnxruntime_over_predict": medians["predict"] / medians["onnxruntime"],
+            "speedup_predict_over_predict_torch": medians["predict_torch"] / medians["predict"],
         }
     finally:
         th.set_num_threads(default_threads)
@@ -133,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     for threads in args.threads:
         entry = results[f"threads_{threads}"]
         medians = entry["median_us_per_action"]
-        print(f"threads {threads}: onnxruntime {medians['onnxruntime']:.1f} us, predict {medians['predict']:.1f} us, "
-              f"{entry['speedup_onnxruntime_over_predict']:.1f}x")  # fmt: skip
+        print(f"threads {threads}: onnxruntime {medians['onnxruntime']:.1f} us, predict {medians['predict']:.1f} us "
+              f"({entry['speedup_onnxruntime_over_predict']:.1f}x), SB3's torch predict {medians['predict_torch']:.1f} us "
+              f"({entry['speedup_predict_over_predict_torch']:.1f}x slower than predict)")  # fmt: skip
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -53,7 +53,9 @@ class StopAtReturn(BaseCallback):
     ``learn`` received (the Zoo's, from ``--eval-freq``) and reads its results one step after each evaluation.
 
     :param threshold: the mean evaluation return that ends the run.
-    :param time_cap: seconds after which the run stops without reaching it (None: no cap; the run goes to ``-n``).
+    :param time_cap: seconds after which a run that has not reached the threshold stops (None: no cap; it goes to ``-n``).
+    :param keep_training: train on to ``-n`` steps after reaching the threshold (for the final return at the full budget
+        from the same run: the time to the threshold is the same, as nothing else runs on the machine).
     :param out: JSON file rewritten after every evaluation: ``{"threshold", "evaluations": [{"timesteps", "seconds",
         "mean_return", "returns"}], "seconds_to_threshold" (or null), "timesteps", "seconds", "finished", "machine"}``.
         A copy goes into the Zoo's run folder (beside ``evaluations.npz``, as ``time_to_return.json``), where
@@ -62,8 +64,12 @@ class StopAtReturn(BaseCallback):
     :raises RuntimeError: at the first step, when training has no ``EvalCallback`` (``--eval-freq`` not positive).
     """
 
-    def __init__(self, threshold: float, out: str, time_cap: float | None = None, verbose: int = 0):
+    def __init__(
+        self, threshold: float, out: str, time_cap: float | None = None, keep_training: bool = False, verbose: int = 0
+    ):
         super().__init__(verbose)
+        self.keep_training = keep_training
+        self.machine = machine_info()  # here, before learn sets its own thread counts (sb3_clippedppo.threads)
         self.threshold = float(threshold)
         self.time_cap = time_cap
         self.out = Path(out)
@@ -72,7 +78,6 @@ class StopAtReturn(BaseCallback):
         self.evaluator: EvalCallback | None = None
 
     def _on_training_start(self) -> None:
-        self.machine = machine_info()
         self.start = time.perf_counter()
 
     def _find_evaluator(self) -> EvalCallback:
@@ -87,16 +92,20 @@ class StopAtReturn(BaseCallback):
             self.evaluator = self._find_evaluator()
         results = self.evaluator.evaluations_results
         if len(results) == len(self.evaluations):
-            return self.time_cap is None or time.perf_counter() - self.start < self.time_cap
+            reached = self.seconds_to_threshold is not None
+            return reached or self.time_cap is None or time.perf_counter() - self.start < self.time_cap
         seconds = time.perf_counter() - self.start
         returns = [float(r) for r in results[-1]]
         mean = float(np.mean(returns))
         self.evaluations.append(dict(timesteps=int(self.evaluator.evaluations_timesteps[-1]), seconds=seconds,
                                      mean_return=mean, returns=returns))  # fmt: skip
-        if mean >= self.threshold:
+        if mean >= self.threshold and self.seconds_to_threshold is None:
             self.seconds_to_threshold = seconds
-        self._write(finished=self.seconds_to_threshold is not None)
-        return self.seconds_to_threshold is None and (self.time_cap is None or seconds < self.time_cap)
+        reached = self.seconds_to_threshold is not None
+        self._write(finished=reached and not self.keep_training)
+        if reached:
+            return self.keep_training
+        return self.time_cap is None or seconds < self.time_cap
 
     def _on_training_end(self) -> None:
         self._write(finished=True)
@@ -129,6 +138,8 @@ def zoo_command(
 ) -> list[str]:
     """The run's ``rl_zoo3.train`` arguments (the README's command, the protocol's evaluation and the callback)."""
     options = {"threshold": args.threshold, "out": str(callback_out), "time_cap": args.time_cap and args.time_cap * 60}
+    if args.keep_training:
+        options["keep_training"] = True
     callback = [{"benchmarks.time_to_return.StopAtReturn": options}]
     command = ["-m", "rl_zoo3.train", "--algo", algo, "--env", env, "--seed", str(seed), "-n", str(args.max_steps),
                "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
@@ -257,6 +268,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="steps of a run that never reaches the threshold")
     parser.add_argument("--time-cap", type=float, help="minutes after which a run stops (a search's trials); default none")
+    parser.add_argument("--keep-training", action="store_true",
+                        help="train on to --max-steps after reaching the threshold (the final return from the same run)")
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--zoo-args", nargs=argparse.REMAINDER, default=[], help="more rl_zoo3.train arguments (last)")

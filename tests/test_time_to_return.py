@@ -61,6 +61,17 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path, monkeypatch)
     record = json.loads((tmp_path / "runs" / "capped__seed0.json").read_text())
     assert record["minutes_to_threshold"] is None and record["timesteps"] < 100000 and 3 <= record["seconds"] < 30
 
+    # --keep-training: the same first crossing, then training on to -n steps
+    time_to_return.main([*common, "--threshold", "40", "--keep-training", "--variants", "kept=clippedppo"])
+    kept = json.loads((tmp_path / "runs" / "kept__seed0.json").read_text())
+    reached = json.loads((tmp_path / "runs" / "reached__seed0.json").read_text())
+    assert kept["timesteps"] >= 6000 and len(kept["evaluations"]) == 6
+    assert kept["evaluations"][: len(reached["evaluations"])] == [
+        {**e, "seconds": k["seconds"]} for e, k in zip(reached["evaluations"], kept["evaluations"], strict=False)
+    ]  # the same returns (same seed), other seconds
+    first = next(e for e in kept["evaluations"] if e["mean_return"] >= 40)
+    assert kept["minutes_to_threshold"] * 60 == pytest.approx(first["seconds"])
+
     # A finished run is not repeated
     mtime = (tmp_path / "runs" / "never__seed0.json").stat().st_mtime
     time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
