@@ -17,8 +17,8 @@ threads of the budget to one pool only:
   the Adam step, the gradient-norm clip and the batched evaluation of the rollout, is too small to split), and NumPy's
   BLAS gets ``batch_size // ROWS_PER_BLAS_THREAD`` threads, at least one and at most the budget. A minibatch's matrix
   products have ``batch_size`` rows (or sum over them): measured on a 2-core AMD EPYC with 256-wide layers, a second
-  BLAS thread does not pay with 64 rows (1,147 against 1,266 steps/s) and pays with 512 (2,311 against 1,935;
-  ``python -m benchmarks.thread_pools --batch-size 64``, ``--batch-size 512``).
+  BLAS thread does not pay with 64 rows (1,147 against 1,266 steps/s), hardly with 128 (2,039 against 1,968), and pays
+  with 256 (2,216 against 1,888) and 512 (2,311 against 1,935; ``python -m benchmarks.thread_pools --batch-size N``).
 
 Both counts are restored when ``learn`` returns or raises. ``torch.set_num_threads`` is process-wide: two ``learn`` calls
 running at once in threads of one process (Optuna's ``n_jobs > 1``) share it; run such trials in processes instead
@@ -33,7 +33,7 @@ import threadpoolctl
 import torch as th
 
 # Rows of a minibatch per BLAS thread on the fast path (see the module's docstring).
-ROWS_PER_BLAS_THREAD = 256
+ROWS_PER_BLAS_THREAD = 128
 
 
 class ThreadCounts(NamedTuple):
