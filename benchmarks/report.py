@@ -7,11 +7,14 @@ stratified-bootstrap confidence interval; P(A > B)), and a markdown table (final
 IQM [95% CI], steps to reach return thresholds, wall-clock minutes per 1M steps, steps per second). Option variants
 (``--option``) are ClippedPPO rows; they get a section per environment of their own, each option against plain
 ClippedPPO, with a verdict from an exact rank test; the tuned variant (``--tuned``) gets a section against SB3 PPO and
-plain ClippedPPO. ``report.md`` gathers everything with the machines, nodes, package versions and commits of the runs;
-``report.json`` holds the numbers (and every run's command); the Zoo's ``all_plots`` results table is added as a
-cross-check (the Zoo's code reads run folders: the dataset's runs are written as such to a scratch folder first).
+plain ClippedPPO; the time-to-return variants (``--time-to-return``, runs of :mod:`benchmarks.time_to_return`) get a
+table and a figure of wall-clock minutes to a return. ``report.md`` gathers everything with the machines, nodes,
+package versions and commits of the runs; ``report.json`` holds the numbers (and every run's command); the Zoo's
+``all_plots`` results table is added as a cross-check (the Zoo's code reads run folders: the dataset's runs are written
+as such to a scratch folder first).
 
-The committed report, from ``benchmarks/results/`` (variants ``default``, the seven options, ``tuned``), into
+The committed report, from ``benchmarks/results/`` (variants ``default``, the seven options, ``tuned``, the candidates
+and issue 25's time-to-return rows), into
 ``benchmarks/results/report/``::
 
     python -m benchmarks.report --overwrite
@@ -64,7 +67,12 @@ COMMITTED = {
         ("search/walker/validation_penalty", "previous entry (PPO-Penalty)"),
     ],
     # Issue 25's table, time to a return under benchmarks.time_to_return's protocol (one run at a time, default threads)
-    "time_to_return": [],
+    "time_to_return": [
+        ("time_to_return/halfcheetah/clippedppo", "ClippedPPO, shipped entry"),
+        ("time_to_return/halfcheetah/ppo-shipped", "SB3 PPO, ClippedPPO's entry"),
+        ("time_to_return/halfcheetah/ppo-zoo", "SB3 PPO, RL Zoo entry"),
+        ("time_to_return/halfcheetah/validation_1M", "ClippedPPO, shipped entry, validation (BLAS rule before; to 1M)"),
+    ],
 }  # fmt: skip
 
 Runs = dict[str, list[dict[str, Any]]]

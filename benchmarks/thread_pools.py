@@ -3,8 +3,8 @@
 Each variant ``torchT-blasB`` replaces the thread rule of ``sb3_clippedppo.threads`` (for this measurement only) with
 ``torch.set_num_threads(T)`` and ``threadpoolctl`` BLAS limit ``B`` while ``learn`` runs. ``torch2-blas2`` is what
 ClippedPPO did before the rule on a 2-core machine (both pools at torch's default); the rule gives ``torch1-blasB`` with
-``B = batch_size // sb3_clippedppo.threads.ROWS_PER_BLAS_THREAD`` (at least 1). Settings: the RL Zoo's HalfCheetah-v4 block (VecNormalize, 512 steps, 20
-epochs, 256x256 ReLU), with ``--batch-size``.
+``B = batch_size // sb3_clippedppo.threads.ROWS_PER_BLAS_THREAD`` (at least 1). Settings: the RL Zoo's
+HalfCheetah-v4 block (VecNormalize, 512 steps, 20 epochs, 256x256 ReLU), with ``--batch-size``.
 
 Example::
 
