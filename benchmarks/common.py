@@ -45,6 +45,23 @@ def zoo_hyperparams(env_id: str, path: Path = HYPERPARAMS_YML) -> tuple[dict[str
     return {**hyperparams, **constants}, manager.normalize
 
 
+def zoo_n_envs(env_id: str, path: Path = HYPERPARAMS_YML) -> int:
+    """
+    The number of environments (``n_envs``, default 1) of an RL Zoo hyperparameter block, which :func:`zoo_hyperparams`
+    leaves out of the constructor arguments.
+
+    :param env_id: the block's name.
+    :param path: the yml file.
+    :raises ValueError: when the file has no block for ``env_id``.
+    """
+    import yaml
+
+    blocks = yaml.safe_load(Path(path).read_text()) or {}
+    if env_id not in blocks:
+        raise ValueError(f"env_id {env_id!r} has no block in {path}")
+    return int(blocks[env_id].get("n_envs", 1))
+
+
 def yaml_keys(path: Path) -> list[str]:
     """
     The top-level names of a yml file.

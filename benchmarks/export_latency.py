@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
 
 ENV_ID = "HalfCheetah-v4"
 
@@ -77,10 +77,10 @@ def measure(threads: str, reps: int, seed: int, folder: Path) -> dict[str, Any]:
         options.intra_op_num_threads = options.inter_op_num_threads = 1
     try:
         hyperparams, normalize = zoo_hyperparams(ENV_ID, SHIPPED_YML)
-        env = make_vec_env(ENV_ID, n_envs=1, seed=seed)
+        env = make_vec_env(ENV_ID, n_envs=zoo_n_envs(ENV_ID, SHIPPED_YML), seed=seed)
         vec_normalize = VecNormalize(env, gamma=hyperparams["gamma"]) if normalize else None
         model = ClippedPPO("MlpPolicy", vec_normalize or env, seed=seed, device="cpu", **hyperparams)
-        model.learn(model.n_steps)
+        model.learn(model.n_steps * model.n_envs)
         path = export_onnx(model, folder / f"policy-{threads}.onnx", vec_normalize=vec_normalize)
         session = ort.InferenceSession(str(path), options)
         batch = observations(1000, seed)

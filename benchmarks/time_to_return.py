@@ -253,9 +253,8 @@ def plot(variants: dict[str, list[dict[str, Any]]], threshold: float, path: Path
                     label=f"{name} ({len(runs)} seeds)" if number == 0 else None)  # fmt: skip
     ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
     ax.set(xlabel="wall-clock minutes (evaluations included)", ylabel="mean evaluation return (10 episodes)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)  # below the axes: the curves stay visible
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

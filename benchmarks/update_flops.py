@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import threadpoolctl
 
-from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
 
 
 def linear_shapes(model: Any) -> list[tuple[int, int]]:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     hyperparams, normalize = zoo_hyperparams(args.env, args.conf)
     hyperparams.pop("n_timesteps", None)
-    env = make_vec_env(args.env, n_envs=hyperparams.pop("n_envs", 1), seed=0)
+    env = make_vec_env(args.env, n_envs=zoo_n_envs(args.env, args.conf), seed=0)
     model = ClippedPPO("MlpPolicy", VecNormalize(env) if normalize else env, seed=0, device="cpu", **hyperparams)
     model.learn(model.n_steps * model.n_envs)
     transitions = model.n_steps * model.n_envs

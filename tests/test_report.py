@@ -89,7 +89,7 @@ def test_committed_dataset_is_small_and_complete():
     runs = dataset.read_csv(results / dataset.RUNS)
     evaluations = dataset.read_csv(results / dataset.EVALUATIONS)
     variants = {(v["algo"], v["env"], v["variant"]) for v in dataset.read_csv(results / dataset.VARIANTS)}
-    assert len(runs) == len({r["run_id"] for r in runs}) == 230  # 214, and issue 25's 16 time-to-return runs
+    assert len(runs) == len({r["run_id"] for r in runs}) == 256  # 214, and issue 25's 42 time-to-return runs
     assert {r["run_id"] for r in runs} == {e["run_id"] for e in evaluations}
     assert {(r["algo"], r["env"], r["variant"]) for r in runs} == variants
     assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
@@ -185,3 +185,28 @@ def test_walker_screen_table_from_the_dataset(capsys):
         scores = row.strip("|").split("|")[1:]
         readme_row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert readme_row.strip("|").split("|")[-4:] == scores, (row, readme_row)
+
+
+# Issue 25's time-to-return table (README, report.md): minutes to 5,000 per row, from the dataset's exact clock
+TIME_TO_RETURN_ROWS = {
+    "ClippedPPO, shipped entry": ["1.69", "5/5", "2.02, 0.93, 2.43, 0.98, 1.69", "380, 180, 460, 200, 340"],
+    "SB3 PPO, ClippedPPO's entry": ["2.79", "5/5", "1.81, 2.79, 4.03, 2.85, 2.23", "240, 380, 460, 380, 280"],
+    "SB3 PPO, RL Zoo entry": ["-", "1/5", "-, 7.88, -, -, -", "-, 320, -, -, -"],
+}
+
+
+@pytest.mark.slow
+def test_time_to_return_table_from_the_dataset(tmp_path):
+    """The report's time-to-return rows recomputed from the dataset, and the same rows in report.md and the README."""
+    pytest.importorskip("matplotlib")
+    from benchmarks import report
+
+    lines, numbers = report.time_to_return_section(dataset.load(), report.COMMITTED["time_to_return"], tmp_path)
+    cells = table_cells(lines)
+    for label, row in TIME_TO_RETURN_ROWS.items():
+        assert cells[label] == row, (label, cells[label])
+    assert numbers["HalfCheetah-v4"]["variants"]["ClippedPPO, shipped entry"]["reached"] == 5
+    for path in (ROOT / "benchmarks" / "results" / "report" / "report.md", ROOT / "README.md"):
+        committed = table_cells(path.read_text().splitlines())
+        for label, row in TIME_TO_RETURN_ROWS.items():
+            assert committed[label] == row, (path, label)
