@@ -258,31 +258,41 @@ def features(observations: Array, obs_dim: int, xp: Any, obs_parameters: tuple[A
 
 
 class NumpyActor(NamedTuple):
-    """The actor as NumPy arrays, for :func:`deterministic_actions`: ``key`` says which parameters and statistics they
-    were taken from."""
+    """The actor as NumPy arrays, for :func:`deterministic_actions`, with the parameters and statistics they were taken
+    from; ``key`` (:func:`actor_key`) says when to take them again."""
 
     key: tuple[Any, ...]
+    parameters: tuple[th.Tensor, ...]  # weight and bias of each layer
+    statistics: Any  # the policy's RunningMeanStd, or None
     layers: list[ArrayLayer]
     obs_parameters: tuple[np.ndarray, np.ndarray] | None
     obs_dim: int
 
 
+def actor_key(parameters: tuple[th.Tensor, ...], statistics: Any) -> tuple[Any, ...]:
+    """What a :class:`NumpyActor` depends on beyond the memory it shares: the parameters' storage addresses (flat
+    storage, a device or dtype change move them) and the observation statistics' count (it grows at each update)."""
+    return (*(p.data_ptr() for p in parameters), None if statistics is None else float(statistics.count))
+
+
 def numpy_actor(policy: ActorCriticPolicy) -> NumpyActor:
     """
     ``policy``'s actor as NumPy views of its parameters, kept on the policy and taken again when a parameter's storage
-    changes (flat storage, a device move) or the observation statistics change (``count`` grows at each update).
+    changes or the observation statistics change (:func:`actor_key`). The layers are found once: like the choice of the
+    NumPy actor (``ActorCriticPolicy._numpy_actor``), this assumes that the policy's modules are not replaced.
 
     :param policy: a policy that :func:`actor_reason` accepts, on the CPU.
     """
-    pairs = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
-    statistics = None if policy.obs_normalizer is None else policy.obs_normalizer.statistics()[0]
-    key = (*(p.data_ptr() for lin, _ in pairs for p in (lin.weight, lin.bias)), statistics and float(statistics.count))
     actor: NumpyActor | None = getattr(policy, "_numpy_actor_cache", None)
-    if actor is None or actor.key != key:
-        obs_parameters = None if statistics is None else statistics.parameters_as(np.float32(0))
-        obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
-        actor = NumpyActor(key, numpy_layers(pairs), obs_parameters, obs_dim)
-        policy._numpy_actor_cache = actor  # type: ignore[assignment]
+    if actor is not None and actor.key == actor_key(actor.parameters, actor.statistics):
+        return actor
+    pairs = cast(list[Layer], mlp_layers(policy.mlp_extractor.policy_net, policy.action_net))
+    parameters = tuple(p for lin, _ in pairs for p in (lin.weight, lin.bias))
+    statistics = None if policy.obs_normalizer is None else policy.obs_normalizer.statistics()[0]
+    obs_parameters = None if statistics is None else statistics.parameters_as(np.float32(0))
+    obs_dim = int(np.prod(policy.observation_space.shape))  # type: ignore[arg-type]
+    actor = NumpyActor(actor_key(parameters, statistics), parameters, statistics, numpy_layers(pairs), obs_parameters, obs_dim)
+    policy._numpy_actor_cache = actor  # type: ignore[assignment]
     return actor
 
 

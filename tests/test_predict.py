@@ -59,3 +59,19 @@ def test_policies_without_the_numpy_actor_use_torch():
     assert fast_mlp.actor_reason(model.policy) is not None
     obs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], torch_predict(model.policy, obs))
+
+
+def test_the_numpy_actor_follows_new_storage_and_loaded_parameters():
+    model = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0)
+    obs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
+    first = model.predict(obs, deterministic=True)[0]
+    cached = fast_mlp.numpy_actor(model.policy)
+    assert fast_mlp.numpy_actor(model.policy) is cached  # kept while nothing changed
+    weight = model.policy.action_net.weight
+    weight.data = weight.data * 0.5  # new storage: the cached views would be stale
+    moved = model.predict(obs, deterministic=True)[0]
+    assert fast_mlp.numpy_actor(model.policy) is not cached and not np.allclose(moved, first)
+    np.testing.assert_allclose(moved, torch_predict(model.policy, obs), atol=1e-6)
+    other = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=1)
+    model.set_parameters(other.get_parameters())  # copied into the same storage, which the views share
+    np.testing.assert_allclose(model.predict(obs, deterministic=True)[0], other.predict(obs, deterministic=True)[0], atol=1e-6)

@@ -1,0 +1,143 @@
+"""Where a run's wall-clock time goes: rollout, update and evaluation, per ``--interval`` steps, for ClippedPPO and SB3's PPO
+with the same hyperparameter block (issue 25: what bounds the time-to-return ratio at the same settings).
+
+Each measurement is a fresh process with torch's default threads, as ``rl_zoo3.train`` runs (ClippedPPO applies its
+own thread rule inside ``learn``, :mod:`sb3_clippedppo.threads`): the block's environments (``VecNormalize`` when it asks
+for it), one warm-up rollout and update, then ``learn(interval)`` with the protocol's evaluation inside it (SB3's
+``EvalCallback``: 10 deterministic episodes on a separate environment with the training statistics, once per
+``interval`` steps, as the Zoo's ``--eval-freq``). The seconds are split by wrapping ``collect_rollouts`` (minus the
+evaluation, which runs in its callback) and ``train``; what is left (logging, schedules) is ``other``. Inside the rollout
+and the evaluation, the environments' own ``step`` calls are timed too (the same work for both algorithms: the floor of
+those parts). The two algorithms alternate, ``--reps`` pairs; the summary is the median of each part and the ratio
+SB3 PPO / ClippedPPO.
+
+Example (the shipped HalfCheetah-v4 entry)::
+
+    python -m benchmarks.time_split --env HalfCheetah-v4 --conf hyperparams/clippedppo.yml --reps 3
+
+A quick reading of the result: for the same steps to a threshold, the time-to-return ratio at equal settings is the ratio
+of the totals; the environment's own stepping (rollout and evaluation) is the same work for both.
+"""
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
+
+ALGORITHMS = ("clippedppo", "ppo")
+PARTS = ("rollout", "update", "evaluation", "other", "total")
+# Inside the rollout and the evaluation: the environments' own steps (``VecEnv.step``: the simulator, SB3's wrappers and
+# ``VecNormalize``), the same work for both algorithms
+ENVIRONMENT_PARTS = ("rollout_env_steps", "evaluation_env_steps")
+
+
+def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int) -> dict[str, float]:
+    """One measurement in this process: seconds of each part of ``learn(interval)`` (see the module's docstring)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from sb3_clippedppo import ClippedPPO
+
+    hyperparams, normalize = zoo_hyperparams(env_id, conf)
+    hyperparams.pop("n_timesteps", None)
+    n_envs = zoo_n_envs(env_id, conf)
+    env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 1000)
+    if normalize:
+        env = VecNormalize(env, gamma=hyperparams.get("gamma", 0.99))
+        eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
+    model = (ClippedPPO if algo == "clippedppo" else PPO)("MlpPolicy", env, seed=seed, device="cpu", **hyperparams)
+    model.learn(model.n_steps * n_envs)  # warm-up: one rollout and one update
+
+    seconds = dict.fromkeys(PARTS + ENVIRONMENT_PARTS, 0.0)
+
+    def timed(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[name] += time.perf_counter() - start
+
+        return wrapper
+
+    evaluation = EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
+    evaluation._on_step = timed("evaluation", evaluation._on_step)  # type: ignore[method-assign]
+    env.step = timed("rollout_env_steps", env.step)  # type: ignore[method-assign]
+    eval_env.step = timed("evaluation_env_steps", eval_env.step)  # type: ignore[method-assign]
+    model.collect_rollouts = timed("rollout", model.collect_rollouts)  # type: ignore[method-assign]
+    model.train = timed("update", model.train)  # type: ignore[method-assign]
+    start = time.perf_counter()
+    model.learn(interval, callback=evaluation, reset_num_timesteps=False)
+    seconds["total"] = time.perf_counter() - start
+    seconds["rollout"] -= seconds["evaluation"]  # the evaluation runs inside the rollout, in the callback
+    seconds["other"] = seconds["total"] - seconds["rollout"] - seconds["update"] - seconds["evaluation"]
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="HalfCheetah-v4", help="the hyperparameter block and environment")
+    parser.add_argument("--conf", type=Path, default=SHIPPED_YML, help="the hyperparameter file (both algorithms)")
+    parser.add_argument("--interval", type=int, default=20_000, help="steps measured; one evaluation among them")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--reps", type=int, default=3, help="alternating pairs of measurements")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="JSON file for the results")
+    parser.add_argument("--child", choices=ALGORITHMS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("interval", "eval_episodes", "reps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.child:
+        print(json.dumps(measure(args.child, args.env, args.conf, args.interval, args.eval_episodes, args.seed)))
+        return {}
+
+    runs: dict[str, list[dict[str, float]]] = {algo: [] for algo in ALGORITHMS}
+    for rep in range(args.reps):
+        for algo in ALGORITHMS:
+            command = [sys.executable, "-m", "benchmarks.time_split", "--child", algo, "--env", args.env, "--conf",
+                       str(args.conf), "--interval", str(args.interval), "--eval-episodes", str(args.eval_episodes),
+                       "--seed", str(args.seed + rep)]  # fmt: skip
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+            runs[algo].append(json.loads(result.stdout.strip().splitlines()[-1]))
+            print(algo, {part: round(value, 2) for part, value in runs[algo][-1].items()}, flush=True)
+    parts = PARTS + ENVIRONMENT_PARTS
+    medians = {algo: {part: statistics.median(run[part] for run in runs[algo]) for part in parts} for algo in ALGORITHMS}
+    ratios = {part: medians["ppo"][part] / medians["clippedppo"][part] for part in parts if medians["clippedppo"][part] > 0}
+    results = {
+        "command": "python -m benchmarks.time_split " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "setting": {
+            "env": args.env,
+            "conf": str(args.conf),
+            "interval": args.interval,
+            "eval_episodes": args.eval_episodes,
+            "seeds": [args.seed + rep for rep in range(args.reps)],
+        },  # fmt: skip
+        "seconds": runs,
+        "median_seconds": medians,
+        "ratio_ppo_over_clippedppo": ratios,
+    }
+    print("| part | ClippedPPO s | SB3 PPO s | SB3 PPO / ClippedPPO |\n|---|---|---|---|")
+    for part in parts:
+        ratio = f"{ratios[part]:.2f}x" if part in ratios else "-"
+        print(f"| {part} | {medians['clippedppo'][part]:.2f} | {medians['ppo'][part]:.2f} | {ratio} |")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
