@@ -72,6 +72,8 @@ COMMITTED = {
         ("time_to_return/halfcheetah/ppo-shipped", "SB3 PPO, ClippedPPO's entry"),
         ("time_to_return/halfcheetah/ppo-zoo", "SB3 PPO, RL Zoo entry"),
         ("time_to_return/halfcheetah/validation_1M", "ClippedPPO, shipped entry, validation (BLAS rule before; to 1M)"),
+        ("time_to_return/walker/clippedppo", "ClippedPPO, shipped walker-walk entry"),
+        ("time_to_return/walker/ppo", "SB3 PPO, walker seed's settings"),
     ],
 }  # fmt: skip
 
@@ -451,7 +453,7 @@ def time_to_return_section(
         machines = sorted({r["run"]["machine"] for r in records})
         commits = sorted({r["run"]["commit"] for r in records if r["run"]["commit"]})
         seeds = sorted({r["seed"] for r in records})
-        variant_names = ", ".join(f"`{variant}`" for variant, _ in variants)
+        variant_names = ", ".join(sorted({f"`{r['run']['variant']}`" for r in records}))
         lines += [f"## {env}: time to a return of {threshold:g}", "",
                   "Wall-clock minutes from the start of training to the end of the first deterministic evaluation (10 "
                   f"episodes every 20k steps) whose mean reaches {threshold:g}, evaluations included; one run at a time on "

@@ -1,5 +1,6 @@
 """The measurement commands of issues 25 and 27 run and report what they claim: benchmarks.update_flops (the update's
-GFLOP/s against a GEMM peak) and benchmarks.export_latency (onnxruntime against predict and SB3's torch predict)."""
+GFLOP/s against a GEMM peak), benchmarks.export_latency (onnxruntime against predict and SB3's torch predict) and
+benchmarks.time_split (where the time of a learn call goes)."""
 
 import json
 
@@ -28,3 +29,16 @@ def test_export_latency_writes_every_way(tmp_path):
     medians = results["threads_default"]["median_us_per_action"]
     assert set(medians) == {"onnxruntime", "predict", "predict_torch"} and all(value > 0 for value in medians.values())
     assert results["machine"]["versions"]["onnxruntime"]
+
+
+def test_time_split_parts_add_up(tmp_path):
+    from benchmarks import time_split
+
+    conf = tmp_path / "pendulum.yml"
+    conf.write_text("Pendulum-v1:\n  normalize: true\n  n_envs: 2\n  policy: 'MlpPolicy'\n  n_timesteps: 1000\n"
+                    "  n_steps: 64\n  batch_size: 64\n  n_epochs: 2\n")  # fmt: skip
+    seconds = time_split.measure("clippedppo", "Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0)
+    parts = seconds["rollout"] + seconds["update"] + seconds["evaluation"] + seconds["other"]
+    assert seconds["total"] == pytest.approx(parts) and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
+    assert 0 < seconds["rollout_env_steps"] < seconds["rollout"]
+    assert 0 < seconds["evaluation_env_steps"] < seconds["evaluation"]

@@ -89,7 +89,7 @@ def test_committed_dataset_is_small_and_complete():
     runs = dataset.read_csv(results / dataset.RUNS)
     evaluations = dataset.read_csv(results / dataset.EVALUATIONS)
     variants = {(v["algo"], v["env"], v["variant"]) for v in dataset.read_csv(results / dataset.VARIANTS)}
-    assert len(runs) == len({r["run_id"] for r in runs}) == 256  # 214, and issue 25's 42 time-to-return runs
+    assert len(runs) == len({r["run_id"] for r in runs}) == 266  # 214, and issue 25's 52 time-to-return runs
     assert {r["run_id"] for r in runs} == {e["run_id"] for e in evaluations}
     assert {(r["algo"], r["env"], r["variant"]) for r in runs} == variants
     assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
@@ -192,6 +192,8 @@ TIME_TO_RETURN_ROWS = {
     "ClippedPPO, shipped entry": ["1.69", "5/5", "2.02, 0.93, 2.43, 0.98, 1.69", "380, 180, 460, 200, 340"],
     "SB3 PPO, ClippedPPO's entry": ["2.79", "5/5", "1.81, 2.79, 4.03, 2.85, 2.23", "240, 380, 460, 380, 280"],
     "SB3 PPO, RL Zoo entry": ["-", "1/5", "-, 7.88, -, -, -", "-, 320, -, -, -"],
+    "ClippedPPO, shipped walker-walk entry": ["4.74", "5/5", "4.46, 4.90, 4.94, 4.74, 3.13", "500, 560, 600, 540, 340"],
+    "SB3 PPO, walker seed's settings": ["-", "1/5", "-, -, -, -, 10.33", "-, -, -, -, 600"],
 }
 
 
@@ -206,6 +208,7 @@ def test_time_to_return_table_from_the_dataset(tmp_path):
     for label, row in TIME_TO_RETURN_ROWS.items():
         assert cells[label] == row, (label, cells[label])
     assert numbers["HalfCheetah-v4"]["variants"]["ClippedPPO, shipped entry"]["reached"] == 5
+    assert numbers["dm_control/walker-walk-v0"]["variants"]["ClippedPPO, shipped walker-walk entry"]["reached"] == 5
     for path in (ROOT / "benchmarks" / "results" / "report" / "report.md", ROOT / "README.md"):
         committed = table_cells(path.read_text().splitlines())
         for label, row in TIME_TO_RETURN_ROWS.items():
