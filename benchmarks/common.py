@@ -1,9 +1,10 @@
-"""Shared helpers for the benchmarks: hyperparameters from an RL Zoo file, and the machine's description."""
+"""Shared helpers for the benchmarks: hyperparameters from an RL Zoo file, the machine's description, a results file."""
 
 import argparse
 import contextlib
 import importlib.metadata
 import io
+import json
 import os
 import platform
 import subprocess
@@ -119,3 +120,10 @@ def machine_info() -> dict[str, Any]:
         "commit": git_commit(Path(sb3_clippedppo.__file__).resolve().parents[1]),  # the code that trained
         "versions": versions,
     }
+
+
+def write_results(path: Path | None, results: dict[str, Any]) -> None:
+    """Write a measurement's results as indented JSON to ``path`` (its folder created), or nothing when ``path`` is None."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")

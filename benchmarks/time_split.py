@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
+from benchmarks.common import SHIPPED_YML, machine_info, write_results, zoo_hyperparams, zoo_n_envs
 
 ALGORITHMS = ("clippedppo", "ppo")
 PARTS = ("rollout", "update", "evaluation", "other", "total")
@@ -138,9 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ratio = f"{ratios[part]:.2f}x" if part in ratios else "-"
         print(f"| {part} | {medians['clippedppo'][part]:.2f} | {medians['ppo'][part]:.2f} | {ratio} |")
     print(f"SB3 PPO's total / ClippedPPO's environment steps (the bound at these settings): {results['ratio_bound']:.2f}x")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     return results
 
 

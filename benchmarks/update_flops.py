@@ -16,7 +16,6 @@ Example::
 """
 
 import argparse
-import json
 import math
 import statistics
 import time
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import threadpoolctl
 
-from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
+from benchmarks.common import SHIPPED_YML, machine_info, write_results, zoo_hyperparams, zoo_n_envs
 
 
 def linear_shapes(model: Any) -> list[tuple[int, int]]:
@@ -123,9 +122,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"update: {statistics.median(seconds):.3f} s, {achieved:.2f} GFLOP/s (matrix products only); one-thread GEMM "
           + ", ".join(f"{shape}: {value:.1f}" for shape, value in peaks.items())
           + f" GFLOP/s; {results['fraction_of_large_gemm_peak']:.0%} of the large-matrix peak")  # fmt: skip
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(args.out, results)
     return results
 
 
