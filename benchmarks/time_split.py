@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "interval": args.interval,
             "eval_episodes": args.eval_episodes,
             "seeds": [args.seed + rep for rep in range(args.reps)],
-        },  # fmt: skip
+        },
         "seconds": runs,
         "median_seconds": medians,
         "ratio_ppo_over_clippedppo": ratios,

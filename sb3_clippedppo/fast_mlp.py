@@ -62,7 +62,7 @@ from sb3_clippedppo.distributions import (
     log_softmax,
 )
 from sb3_clippedppo.losses import SCALAR_TERMS, LossCoefficients, LossTerms, ppo_loss_terms
-from sb3_clippedppo.normalization import NormalizingExtractor, normalize
+from sb3_clippedppo.normalization import NormalizingExtractor, RunningMeanStd, normalize
 from sb3_clippedppo.policies import ActorCriticPolicy, optimizer_arguments, uses_forward_distribution
 from sb3_clippedppo.saving import regroup_optimizer_state
 from sb3_clippedppo.update import EVALUATION_CHUNK, RolloutStep, UpdateBackend
@@ -263,13 +263,13 @@ class NumpyActor(NamedTuple):
 
     key: tuple[Any, ...]
     parameters: tuple[th.Tensor, ...]  # weight and bias of each layer
-    statistics: Any  # the policy's RunningMeanStd, or None
+    statistics: RunningMeanStd | None  # the policy's observation statistics
     layers: list[ArrayLayer]
     obs_parameters: tuple[np.ndarray, np.ndarray] | None
     obs_dim: int
 
 
-def actor_key(parameters: tuple[th.Tensor, ...], statistics: Any) -> tuple[Any, ...]:
+def actor_key(parameters: tuple[th.Tensor, ...], statistics: RunningMeanStd | None) -> tuple[Any, ...]:
     """What a :class:`NumpyActor` depends on beyond the memory it shares: the parameters' storage addresses (flat
     storage, a device or dtype change move them) and the observation statistics' count (it grows at each update)."""
     return (*(p.data_ptr() for p in parameters), None if statistics is None else float(statistics.count))

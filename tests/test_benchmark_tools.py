@@ -38,7 +38,7 @@ def test_time_split_parts_add_up(tmp_path):
     conf.write_text("Pendulum-v1:\n  normalize: true\n  n_envs: 2\n  policy: 'MlpPolicy'\n  n_timesteps: 1000\n"
                     "  n_steps: 64\n  batch_size: 64\n  n_epochs: 2\n")  # fmt: skip
     seconds = time_split.measure("clippedppo", "Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0)
-    parts = seconds["rollout"] + seconds["update"] + seconds["evaluation"] + seconds["other"]
-    assert seconds["total"] == pytest.approx(parts) and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
+    # ``other`` is what is left of the total: negative if a part were counted twice (the evaluation runs inside the rollout)
+    assert seconds["other"] >= 0 and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
     assert 0 < seconds["rollout_env_steps"] < seconds["rollout"]
     assert 0 < seconds["evaluation_env_steps"] < seconds["evaluation"]
