@@ -122,6 +122,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def add_out_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--out``, a JSON file for a measurement's results, and ``--overwrite`` to replace one (see :func:`check_out`)."""
+    parser.add_argument("--out", type=Path, help="JSON file for the results (an existing one is kept unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def check_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Stop with a usage error, before anything is measured, when ``--out`` exists and ``--overwrite`` was not given."""
+    if args.out is not None and args.out.exists() and not args.overwrite:
+        parser.error(f"--out {args.out} exists; pass --overwrite to replace it")
+
+
 def write_results(path: Path | None, results: dict[str, Any]) -> None:
     """Write a measurement's results as indented JSON to ``path`` (its folder created), or nothing when ``path`` is None."""
     if path is not None:

@@ -11,6 +11,10 @@ and the evaluation, the environments' own ``step`` calls are timed too (the same
 those parts). The two algorithms alternate, ``--reps`` pairs; the summary is the median of each part and the ratio
 SB3 PPO / ClippedPPO.
 
+Two more ClippedPPO measurements alternate with them (:func:`measure_overlap`): the same steps with each update after
+its rollout, as ``learn`` runs them, and with each update in a forked process beside the next rollout and the
+evaluation: the most that issue 25's optional lever, overlapping the next rollout with the update, could give.
+
 Example (the shipped HalfCheetah-v4 entry)::
 
     python -m benchmarks.time_split --env HalfCheetah-v4 --conf hyperparams/clippedppo.yml --reps 3
@@ -30,19 +34,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import SHIPPED_YML, machine_info, write_results, zoo_hyperparams, zoo_n_envs
+from benchmarks.common import (
+    SHIPPED_YML,
+    add_out_arguments,
+    check_out,
+    machine_info,
+    write_results,
+    zoo_hyperparams,
+    zoo_n_envs,
+)
 
 ALGORITHMS = ("clippedppo", "ppo")
 PARTS = ("rollout", "update", "evaluation", "other", "total")
 # Inside the rollout and the evaluation: the environments' own steps (``VecEnv.step``: the simulator, SB3's wrappers and
 # ``VecNormalize``), the same work for both algorithms
 ENVIRONMENT_PARTS = ("rollout_env_steps", "evaluation_env_steps")
+# ClippedPPO's steps with each update after its rollout (as learn) or beside the next one (measure_overlap)
+OVERLAP_MODES = ("sequential", "overlapped")
 
 
-def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int) -> dict[str, float]:
-    """One measurement in this process: seconds of each part of ``learn(interval)`` (see the module's docstring)."""
+def build(algo: str, env_id: str, conf: Path, seed: int) -> tuple[Any, Any, int]:
+    """The block's model (after a warm-up rollout and update), its evaluation environment and ``n_envs``."""
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import EvalCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -58,7 +71,15 @@ def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: in
         eval_env = VecNormalize(eval_env, training=False, norm_reward=False)
     model = (ClippedPPO if algo == "clippedppo" else PPO)("MlpPolicy", env, seed=seed, device="cpu", **hyperparams)
     model.learn(model.n_steps * n_envs)  # warm-up: one rollout and one update
+    return model, eval_env, n_envs
 
+
+def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int) -> dict[str, float]:
+    """One measurement in this process: seconds of each part of ``learn(interval)`` (see the module's docstring)."""
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    model, eval_env, n_envs = build(algo, env_id, conf, seed)
+    env: Any = model.get_env()
     seconds = dict.fromkeys(PARTS + ENVIRONMENT_PARTS, 0.0)
 
     def timed(name: str, function: Any) -> Any:
@@ -73,16 +94,86 @@ def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: in
 
     evaluation = EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
     evaluation._on_step = timed("evaluation", evaluation._on_step)  # type: ignore[method-assign]
-    env.step = timed("rollout_env_steps", env.step)  # type: ignore[method-assign]
-    eval_env.step = timed("evaluation_env_steps", eval_env.step)  # type: ignore[method-assign]
-    model.collect_rollouts = timed("rollout", model.collect_rollouts)  # type: ignore[method-assign]
-    model.train = timed("update", model.train)  # type: ignore[method-assign]
+    env.step = timed("rollout_env_steps", env.step)
+    eval_env.step = timed("evaluation_env_steps", eval_env.step)
+    model.collect_rollouts = timed("rollout", model.collect_rollouts)
+    model.train = timed("update", model.train)
     start = time.perf_counter()
     model.learn(interval, callback=evaluation, reset_num_timesteps=False)
     seconds["total"] = time.perf_counter() - start
     seconds["rollout"] -= seconds["evaluation"]  # the evaluation runs inside the rollout, in the callback
     seconds["other"] = seconds["total"] - seconds["rollout"] - seconds["update"] - seconds["evaluation"]
     return seconds
+
+
+def _update_copies(connection: Any, env_id: str, conf: Path, seed: int) -> None:
+    """The forked process of :func:`measure_overlap`: a ClippedPPO copy of its own, one update per message."""
+    import threadpoolctl
+    import torch as th
+
+    th.set_num_threads(1)
+    model, _, _ = build("clippedppo", env_id, conf, seed)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        connection.send(True)
+        while connection.recv():
+            model.train()
+            connection.send(True)
+
+
+def measure_overlap(env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int,
+                    overlapped: bool) -> dict[str, float]:
+    """
+    Seconds of ``interval`` steps of ClippedPPO with one evaluation, either as ``learn`` runs them (each rollout, then
+    its update, with ``learn``'s thread counts) or with each update in a forked process (one torch and one BLAS thread)
+    while this process (one of each) collects the next rollout and runs the evaluation: what overlapping the next
+    rollout with the update, issue 25's optional lever, could give at most. A bound, not the lever: the forked process
+    updates a copy of the model on that copy's own rollout, so no rollout or parameter is sent and no policy is stale.
+
+    :return: ``total`` seconds, and ``waiting``: the part of it this process waited for an update to finish.
+    """
+    import multiprocessing
+
+    import threadpoolctl
+    import torch as th
+    from stable_baselines3.common.callbacks import EvalCallback
+
+    from sb3_clippedppo.threads import learning_threads
+
+    model, eval_env, n_envs = build("clippedppo", env_id, conf, seed)
+    evaluation = EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
+    _, callback = model._setup_learn(interval, callback=evaluation, reset_num_timesteps=False)
+    callback.on_training_start(locals(), globals())
+    rollouts = -(-interval // (model.n_steps * n_envs))  # as learn(interval): until at least interval steps
+    waiting = 0.0
+    if not overlapped:
+        with learning_threads(model.uses_fast_path, model.batch_size):
+            start = time.perf_counter()
+            for _ in range(rollouts):
+                model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+                model.train()
+            return {"total": time.perf_counter() - start, "waiting": waiting}
+    context = multiprocessing.get_context("fork")
+    connection, child_end = context.Pipe()
+    updater = context.Process(target=_update_copies, args=(child_end, env_id, conf, seed + 1), daemon=True)
+    updater.start()
+    try:
+        connection.recv()  # the copy is built
+        th.set_num_threads(1)
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            start = time.perf_counter()
+            for _ in range(rollouts):
+                connection.send(True)
+                model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=model.n_steps)
+                wait_start = time.perf_counter()
+                connection.recv()
+                waiting += time.perf_counter() - wait_start
+            total = time.perf_counter() - start
+        connection.send(False)
+    finally:
+        updater.join(timeout=60)
+        if updater.is_alive():
+            updater.kill()
+    return {"total": total, "waiting": waiting}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -93,19 +184,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--reps", type=int, default=3, help="alternating pairs of measurements")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="JSON file for the results")
-    parser.add_argument("--child", choices=ALGORITHMS, help=argparse.SUPPRESS)
+    add_out_arguments(parser)
+    parser.add_argument("--child", choices=ALGORITHMS + OVERLAP_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    check_out(parser, args)
     for name in ("interval", "eval_episodes", "reps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.child:
+    if args.child in ALGORITHMS:
         print(json.dumps(measure(args.child, args.env, args.conf, args.interval, args.eval_episodes, args.seed)))
         return {}
+    if args.child in OVERLAP_MODES:
+        overlapped = args.child == "overlapped"
+        print(json.dumps(measure_overlap(args.env, args.conf, args.interval, args.eval_episodes, args.seed, overlapped)))
+        return {}
 
-    runs: dict[str, list[dict[str, float]]] = {algo: [] for algo in ALGORITHMS}
+    runs: dict[str, list[dict[str, float]]] = {variant: [] for variant in ALGORITHMS + OVERLAP_MODES}
     for rep in range(args.reps):
-        for algo in ALGORITHMS:
+        for algo in ALGORITHMS + OVERLAP_MODES:
             command = [sys.executable, "-m", "benchmarks.time_split", "--child", algo, "--env", args.env, "--conf",
                        str(args.conf), "--interval", str(args.interval), "--eval-episodes", str(args.eval_episodes),
                        "--seed", str(args.seed + rep)]  # fmt: skip
@@ -117,6 +213,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = PARTS + ENVIRONMENT_PARTS
     medians = {algo: {part: statistics.median(run[part] for run in runs[algo]) for part in parts} for algo in ALGORITHMS}
     ratios = {part: medians["ppo"][part] / medians["clippedppo"][part] for part in parts if medians["clippedppo"][part] > 0}
+    overlap = {mode: statistics.median(run["total"] for run in runs[mode]) for mode in OVERLAP_MODES}
+    gain, ratio_overlapped = overlap["sequential"] / overlap["overlapped"], medians["ppo"]["total"] / overlap["overlapped"]
     environment = medians["clippedppo"]["rollout_env_steps"] + medians["clippedppo"]["evaluation_env_steps"]
     results = {
         "command": "python -m benchmarks.time_split " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -128,16 +226,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "eval_episodes": args.eval_episodes,
             "seeds": [args.seed + rep for rep in range(args.reps)],
         },
-        "seconds": runs,
+        "seconds": {algo: runs[algo] for algo in ALGORITHMS},
         "median_seconds": medians,
         "ratio_ppo_over_clippedppo": ratios,
         "ratio_bound": medians["ppo"]["total"] / environment,
+        "overlap": {
+            "seconds": {mode: runs[mode] for mode in OVERLAP_MODES},
+            "median_total_seconds": overlap,
+            "gain": gain,
+            "ratio_ppo_over_overlapped": ratio_overlapped,
+        },
     }
     print("| part | ClippedPPO s | SB3 PPO s | SB3 PPO / ClippedPPO |\n|---|---|---|---|")
     for part in parts:
         ratio = f"{ratios[part]:.2f}x" if part in ratios else "-"
         print(f"| {part} | {medians['clippedppo'][part]:.2f} | {medians['ppo'][part]:.2f} | {ratio} |")
     print(f"SB3 PPO's total / ClippedPPO's environment steps (the bound at these settings): {results['ratio_bound']:.2f}x")
+    print(f"ClippedPPO's total with each update after its rollout {overlap['sequential']:.2f} s, beside the next rollout "
+          f"(the overlap's bound) {overlap['overlapped']:.2f} s: {gain:.2f}x; SB3 PPO's total over the latter "
+          f"{ratio_overlapped:.2f}x")
     write_results(args.out, results)
     return results
 

@@ -25,7 +25,15 @@ from typing import Any
 import numpy as np
 import threadpoolctl
 
-from benchmarks.common import SHIPPED_YML, machine_info, write_results, zoo_hyperparams, zoo_n_envs
+from benchmarks.common import (
+    SHIPPED_YML,
+    add_out_arguments,
+    check_out,
+    machine_info,
+    write_results,
+    zoo_hyperparams,
+    zoo_n_envs,
+)
 
 
 def linear_shapes(model: Any) -> list[tuple[int, int]]:
@@ -71,8 +79,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--env", default="HalfCheetah-v4", help="the hyperparameter block and environment")
     parser.add_argument("--conf", type=Path, default=SHIPPED_YML, help="the hyperparameter file")
     parser.add_argument("--reps", type=int, default=5, help="timed updates (default 5)")
-    parser.add_argument("--out", type=Path, help="JSON file for the results")
+    add_out_arguments(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args)
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}")
 

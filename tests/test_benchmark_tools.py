@@ -31,14 +31,44 @@ def test_export_latency_writes_every_way(tmp_path):
     assert results["machine"]["versions"]["onnxruntime"]
 
 
-def test_time_split_parts_add_up(tmp_path):
-    from benchmarks import time_split
-
+@pytest.fixture
+def pendulum_conf(tmp_path):
+    """A small hyperparameter file for time_split: Pendulum-v1, 2 environments, VecNormalize."""
     conf = tmp_path / "pendulum.yml"
     conf.write_text("Pendulum-v1:\n  normalize: true\n  n_envs: 2\n  policy: 'MlpPolicy'\n  n_timesteps: 1000\n"
                     "  n_steps: 64\n  batch_size: 64\n  n_epochs: 2\n")  # fmt: skip
+    return conf
+
+
+def test_time_split_parts_add_up(pendulum_conf):
+    from benchmarks import time_split
+
+    conf = pendulum_conf
     seconds = time_split.measure("clippedppo", "Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0)
     # ``other`` is what is left of the total: negative if a part were counted twice (the evaluation runs inside the rollout)
     assert seconds["other"] >= 0 and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
     assert 0 < seconds["rollout_env_steps"] < seconds["rollout"]
     assert 0 < seconds["evaluation_env_steps"] < seconds["evaluation"]
+
+
+def test_time_split_overlap_bound_runs_both_ways(pendulum_conf):
+    from benchmarks import time_split
+
+    conf = pendulum_conf
+    in_turn = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=False)
+    beside = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=True)
+    assert in_turn["waiting"] == 0 and in_turn["total"] > 0
+    # waiting is part of the total, measured around the forked process's answers
+    assert 0 < beside["waiting"] < beside["total"]
+
+
+def test_measurements_keep_an_existing_results_file(tmp_path, capsys):
+    from benchmarks import time_split
+
+    out = tmp_path / "results.json"
+    out.write_text("{}\n")
+    for main in (update_flops.main, export_latency.main, time_split.main):
+        with pytest.raises(SystemExit):  # a usage error, before anything is measured
+            main(["--reps", "1", "--out", str(out)])
+        assert "pass --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "{}\n"
