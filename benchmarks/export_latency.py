@@ -30,15 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import (
-    SHIPPED_YML,
-    add_out_arguments,
-    check_out,
-    machine_info,
-    write_results,
-    zoo_hyperparams,
-    zoo_n_envs,
-)
+from benchmarks import common
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
 
 ENV_ID = "HalfCheetah-v4"
 
@@ -130,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5, help="alternating repetitions (default 5)")
     parser.add_argument("--threads", nargs="+", default=["default"], choices=["default", "1"], help="thread settings")
     parser.add_argument("--seed", type=int, default=0)
-    add_out_arguments(parser)
+    common.add_out_arguments(parser)
     args = parser.parse_args(argv)
-    check_out(parser, args)
+    common.check_out(parser, args)
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}")
     results: dict[str, Any] = {
@@ -153,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"threads {threads}: onnxruntime {medians['onnxruntime']:.1f} us, predict {medians['predict']:.1f} us "
               f"({entry['speedup_onnxruntime_over_predict']:.1f}x), SB3's torch predict {medians['predict_torch']:.1f} us "
               f"({entry['speedup_predict_over_predict_torch']:.1f}x slower than predict)")  # fmt: skip
-    write_results(args.out, results)
+    common.write_results(args.out, results)
     return 0
 
 

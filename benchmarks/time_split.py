@@ -34,15 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import (
-    SHIPPED_YML,
-    add_out_arguments,
-    check_out,
-    machine_info,
-    write_results,
-    zoo_hyperparams,
-    zoo_n_envs,
-)
+from benchmarks import common
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
 
 ALGORITHMS = ("clippedppo", "ppo")
 PARTS = ("rollout", "update", "evaluation", "other", "total")
@@ -184,10 +177,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--reps", type=int, default=3, help="alternating pairs of measurements")
     parser.add_argument("--seed", type=int, default=0)
-    add_out_arguments(parser)
+    common.add_out_arguments(parser)
     parser.add_argument("--child", choices=ALGORITHMS + OVERLAP_MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    check_out(parser, args)
+    common.check_out(parser, args)
     for name in ("interval", "eval_episodes", "reps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -245,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"ClippedPPO's total with each update after its rollout {overlap['sequential']:.2f} s, beside the next rollout "
           f"(the overlap's bound) {overlap['overlapped']:.2f} s: {gain:.2f}x; SB3 PPO's total over the latter "
           f"{ratio_overlapped:.2f}x")
-    write_results(args.out, results)
+    common.write_results(args.out, results)
     return results
 
 

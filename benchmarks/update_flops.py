@@ -25,15 +25,8 @@ from typing import Any
 import numpy as np
 import threadpoolctl
 
-from benchmarks.common import (
-    SHIPPED_YML,
-    add_out_arguments,
-    check_out,
-    machine_info,
-    write_results,
-    zoo_hyperparams,
-    zoo_n_envs,
-)
+from benchmarks import common
+from benchmarks.common import SHIPPED_YML, machine_info, zoo_hyperparams, zoo_n_envs
 
 
 def linear_shapes(model: Any) -> list[tuple[int, int]]:
@@ -79,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--env", default="HalfCheetah-v4", help="the hyperparameter block and environment")
     parser.add_argument("--conf", type=Path, default=SHIPPED_YML, help="the hyperparameter file")
     parser.add_argument("--reps", type=int, default=5, help="timed updates (default 5)")
-    add_out_arguments(parser)
+    common.add_out_arguments(parser)
     args = parser.parse_args(argv)
-    check_out(parser, args)
+    common.check_out(parser, args)
     if args.reps < 1:
         parser.error(f"--reps must be >= 1, got {args.reps}")
 
@@ -131,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"update: {statistics.median(seconds):.3f} s, {achieved:.2f} GFLOP/s (matrix products only); one-thread GEMM "
           + ", ".join(f"{shape}: {value:.1f}" for shape, value in peaks.items())
           + f" GFLOP/s; {results['fraction_of_large_gemm_peak']:.0%} of the large-matrix peak")  # fmt: skip
-    write_results(args.out, results)
+    common.write_results(args.out, results)
     return results
 
 
