@@ -149,6 +149,7 @@ def measure_overlap(env_id: str, conf: Path, interval: int, eval_episodes: int, 
     connection, child_end = context.Pipe()
     updater = context.Process(target=_update_copies, args=(child_end, env_id, conf, seed + 1), daemon=True)
     updater.start()
+    child_end.close()  # the child's end lives in the child only: if the child dies, recv raises EOFError
     try:
         connection.recv()  # the copy is built
         th.set_num_threads(1)
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "overlap": {
             "seconds": {mode: runs[mode] for mode in OVERLAP_MODES},
             "median_total_seconds": overlap,
-            "gain": gain,
+            "gain": gain,  # the median of the loop in turn over the median beside
             "ratio_ppo_over_overlapped": ratio_overlapped,
         },
     }
