@@ -150,6 +150,7 @@ def measure_overlap(env_id: str, conf: Path, interval: int, eval_episodes: int, 
     updater = context.Process(target=_update_copies, args=(child_end, env_id, conf, seed + 1), daemon=True)
     updater.start()
     child_end.close()  # the child's end lives in the child only: if the child dies, recv raises EOFError
+    torch_threads = th.get_num_threads()
     try:
         connection.recv()  # the copy is built
         th.set_num_threads(1)
@@ -164,6 +165,7 @@ def measure_overlap(env_id: str, conf: Path, interval: int, eval_episodes: int, 
             total = time.perf_counter() - start
         connection.send(False)
     finally:
+        th.set_num_threads(torch_threads)
         updater.join(timeout=60)
         if updater.is_alive():
             updater.kill()

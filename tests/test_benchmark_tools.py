@@ -5,6 +5,7 @@ benchmarks.time_split (where the time of a learn call goes)."""
 import json
 
 import pytest
+import torch as th
 
 from benchmarks import export_latency, update_flops
 
@@ -56,7 +57,9 @@ def test_time_split_overlap_bound_runs_both_ways(pendulum_conf):
 
     conf = pendulum_conf
     in_turn = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=False)
+    threads = th.get_num_threads()
     beside = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=True)
+    assert th.get_num_threads() == threads  # the process's torch threads restored (it ran on one)
     assert in_turn["waiting"] == 0 and in_turn["total"] > 0
     # waiting is part of the total, measured around the forked process's answers
     assert 0 < beside["waiting"] < beside["total"]
