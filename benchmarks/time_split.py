@@ -67,10 +67,15 @@ def build(algo: str, env_id: str, conf: Path, seed: int) -> tuple[Any, Any, int]
     return model, eval_env, n_envs
 
 
-def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int) -> dict[str, float]:
-    """One measurement in this process: seconds of each part of ``learn(interval)`` (see the module's docstring)."""
+def protocol_evaluation(eval_env: Any, n_envs: int, interval: int, eval_episodes: int) -> Any:
+    """The protocol's evaluation: SB3's ``EvalCallback``, ``eval_episodes`` deterministic episodes per ``interval`` steps."""
     from stable_baselines3.common.callbacks import EvalCallback
 
+    return EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
+
+
+def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: int, seed: int) -> dict[str, float]:
+    """One measurement in this process: seconds of each part of ``learn(interval)`` (see the module's docstring)."""
     model, eval_env, n_envs = build(algo, env_id, conf, seed)
     env: Any = model.get_env()
     seconds = dict.fromkeys(PARTS + ENVIRONMENT_PARTS, 0.0)
@@ -85,8 +90,8 @@ def measure(algo: str, env_id: str, conf: Path, interval: int, eval_episodes: in
 
         return wrapper
 
-    evaluation = EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
-    evaluation._on_step = timed("evaluation", evaluation._on_step)  # type: ignore[method-assign]
+    evaluation = protocol_evaluation(eval_env, n_envs, interval, eval_episodes)
+    evaluation._on_step = timed("evaluation", evaluation._on_step)
     env.step = timed("rollout_env_steps", env.step)
     eval_env.step = timed("evaluation_env_steps", eval_env.step)
     model.collect_rollouts = timed("rollout", model.collect_rollouts)
@@ -128,12 +133,11 @@ def measure_overlap(env_id: str, conf: Path, interval: int, eval_episodes: int, 
 
     import threadpoolctl
     import torch as th
-    from stable_baselines3.common.callbacks import EvalCallback
 
     from sb3_clippedppo.threads import learning_threads
 
     model, eval_env, n_envs = build("clippedppo", env_id, conf, seed)
-    evaluation = EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(interval // n_envs, 1), verbose=0)
+    evaluation = protocol_evaluation(eval_env, n_envs, interval, eval_episodes)
     _, callback = model._setup_learn(interval, callback=evaluation, reset_num_timesteps=False)
     callback.on_training_start(locals(), globals())
     rollouts = -(-interval // (model.n_steps * n_envs))  # as learn(interval): until at least interval steps

@@ -44,8 +44,7 @@ def pendulum_conf(tmp_path):
 def test_time_split_parts_add_up(pendulum_conf):
     from benchmarks import time_split
 
-    conf = pendulum_conf
-    seconds = time_split.measure("clippedppo", "Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0)
+    seconds = time_split.measure("clippedppo", "Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0)
     # ``other`` is what is left of the total: negative if a part were counted twice (the evaluation runs inside the rollout)
     assert seconds["other"] >= 0 and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
     assert 0 < seconds["rollout_env_steps"] < seconds["rollout"]
@@ -55,10 +54,9 @@ def test_time_split_parts_add_up(pendulum_conf):
 def test_time_split_overlap_bound_runs_both_ways(pendulum_conf):
     from benchmarks import time_split
 
-    conf = pendulum_conf
-    in_turn = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=False)
+    in_turn = time_split.measure_overlap("Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0, overlapped=False)
     threads = th.get_num_threads()
-    beside = time_split.measure_overlap("Pendulum-v1", conf, interval=512, eval_episodes=1, seed=0, overlapped=True)
+    beside = time_split.measure_overlap("Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0, overlapped=True)
     assert th.get_num_threads() == threads  # the process's torch threads restored (it ran on one)
     assert in_turn["waiting"] == 0 and in_turn["total"] > 0
     # waiting is part of the total, measured around the forked process's answers
