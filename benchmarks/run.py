@@ -94,6 +94,8 @@ class Job:
             zoo_args += ["--gym-packages", "shimmy"]
         if args.n_timesteps:
             zoo_args += ["-n", str(args.n_timesteps)]
+        elif args.max_timesteps and entry_timesteps(args.conf, self.env) > args.max_timesteps:
+            zoo_args += ["-n", str(args.max_timesteps)]
         if self.hyperparams:
             zoo_args += ["--hyperparams", *self.hyperparams]
         return zoo_args
@@ -106,6 +108,21 @@ class Job:
         """
         conf = ["-conf", os.path.relpath(args.conf)] if self.algo in SHARED_CONFIG_ALGOS else []
         return " ".join(["python", "-m", "rl_zoo3.train", *self.zoo_args(args), "-f", str(self.out), *conf])
+
+
+def entry_timesteps(conf: Path, env_id: str) -> int:
+    """
+    ``n_timesteps`` of an environment's entry in a Zoo hyperparameter file (its ``default`` entry if it has none).
+
+    :param conf: the hyperparameter file.
+    :param env_id: the environment id.
+    :raises ValueError: if the file has neither an entry for ``env_id`` nor a ``default`` one.
+    """
+    entries = yaml.safe_load(conf.read_text()) or {}
+    entry = entries.get(env_id, entries.get("default"))
+    if entry is None:
+        raise ValueError(f"{conf} has no entry for {env_id} and no 'default' entry")
+    return int(float(entry["n_timesteps"]))
 
 
 class RunFailed(Exception):
@@ -365,9 +382,13 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed run before it counts as failed")
     parser.add_argument("--keep-models", action="store_true", help="also bring back the model zips")
     parser.add_argument(
-        "--conf", type=Path, default=SHARED_HYPERPARAMS, help="hyperparameter file shared by clippedppo and ppo"
+        "--conf", type=Path, default=SHARED_HYPERPARAMS,
+        help="hyperparameter file shared by clippedppo and ppo ('zoo': the installed RL Zoo's ppo.yml)",
     )
     parser.add_argument("--n-timesteps", type=int, default=0, help="override the files' n_timesteps (0: keep)")
+    parser.add_argument(
+        "--max-timesteps", type=int, default=0, help="cap each entry's n_timesteps at this many steps (0: no cap)"
+    )
     parser.add_argument("--eval-freq", type=int, default=20_000)
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--log-interval", type=int, default=20, help="iterations between logger dumps")
@@ -412,6 +433,10 @@ def exit_if_failed(records: list[dict]) -> list[dict]:
 def main(argv: list[str] | None = None) -> list[dict]:
     sweep_parser = parser()
     args = sweep_parser.parse_args(argv)
+    if str(args.conf) == "zoo":
+        from sb3_clippedppo.zoo import zoo_ppo_hyperparams_path
+
+        args.conf = zoo_ppo_hyperparams_path()
     check_args(sweep_parser, args)
     # Interleave algorithms so that a partial sweep still compares them on the same seeds.
     jobs = [Job(algo, env, seed, args.out, tuple(args.hyperparams)) for env in args.envs for seed in args.seeds

@@ -2,7 +2,10 @@
 
 :func:`register` adds ClippedPPO to the Zoo: the algorithm to ``rl_zoo3.utils.ALGOS``, a hyperparameter sampler and
 converter to ``rl_zoo3.hyperparams_opt``, and the shipped ``hyperparams/clippedppo.yml`` as the default config of
-``rl_zoo3.exp_manager.ExperimentManager`` for ``clippedppo`` (``-conf`` still wins). Existing entries are never
+``rl_zoo3.exp_manager.ExperimentManager`` for ``clippedppo`` (``-conf`` still wins). An environment with no entry
+in the shipped file takes the installed Zoo's own PPO entry (``ppo.yml``: the environment's, or ``atari`` for Atari
+ids), verbatim, so that ``--algo ppo`` becomes ``--algo clippedppo`` with the same hyperparameters; the shipped
+``default`` entry is used only when neither file has one (:func:`hyperparameter_source`). Existing entries are never
 replaced. The import hook (:mod:`sb3_clippedppo.zoo_hook`) calls :func:`register_module` as each Zoo module is
 imported; without the hook, run the Zoo through this module::
 
@@ -43,6 +46,57 @@ def hyperparams_path() -> Path:
         if candidate.is_file():
             return candidate
     raise FileNotFoundError(f"{HYPERPARAMS_FILE} is neither in {package_dir / 'hyperparams'} nor in the source tree")
+
+
+def zoo_ppo_hyperparams_path(exp_manager_file: str | None = None) -> Path:
+    """
+    The installed RL Zoo's PPO hyperparameter file, found as ``ExperimentManager`` finds ``hyperparams/ppo.yml`` for
+    ``--algo ppo``: in the ``rl_zoo3`` package, or in the folder above it (a source checkout of the Zoo).
+
+    :param exp_manager_file: the path of ``rl_zoo3/exp_manager.py`` (default: the installed one's).
+    :raises FileNotFoundError: if the Zoo has no ``hyperparams/ppo.yml``.
+    """
+    if exp_manager_file is None:
+        import rl_zoo3.exp_manager
+
+        exp_manager_file = rl_zoo3.exp_manager.__file__
+    package_dir = Path(exp_manager_file).resolve().parent
+    for candidate in (package_dir / "hyperparams" / "ppo.yml", package_dir.parent / "hyperparams" / "ppo.yml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"the RL Zoo at {package_dir} has no hyperparams/ppo.yml")
+
+
+def _entry_keys(path: Path) -> set[str]:
+    import yaml
+
+    return set(yaml.safe_load(path.read_text()) or {})
+
+
+def hyperparameter_source(env_id: str, is_atari: bool, zoo_ppo_path: Path | None = None) -> tuple[Path, str]:
+    """
+    Which file and entry ``--algo clippedppo`` reads for an environment when no ``-conf`` is given, in this order:
+
+    1. the shipped ``clippedppo.yml``'s entry for ``env_id`` (ClippedPPO's own tuned values);
+    2. the installed Zoo's ``ppo.yml`` entry for ``env_id``, or its ``atari`` entry for an Atari id, exactly as
+       ``--algo ppo`` reads it;
+    3. the shipped file's ``default`` entry.
+
+    :param env_id: the Gymnasium id (``--env``).
+    :param is_atari: whether the Zoo treats ``env_id`` as Atari (``ExperimentManager.is_atari``).
+    :param zoo_ppo_path: the Zoo's PPO file (default: :func:`zoo_ppo_hyperparams_path`).
+    :return: ``(file, entry name)``.
+    """
+    shipped = hyperparams_path()
+    if env_id in _entry_keys(shipped):
+        return shipped, env_id
+    zoo_ppo = zoo_ppo_hyperparams_path() if zoo_ppo_path is None else zoo_ppo_path
+    zoo_entries = _entry_keys(zoo_ppo)
+    if env_id in zoo_entries:
+        return zoo_ppo, env_id
+    if is_atari and "atari" in zoo_entries:
+        return zoo_ppo, "atari"
+    return shipped, "default"
 
 
 def linear_schedule(initial_value: float) -> Any:
@@ -152,15 +206,32 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
 
 def _patch_experiment_manager(experiment_manager: type) -> None:
     """
-    For ``algo="clippedppo"``: make the shipped yml the default ``config`` of ``ExperimentManager``, read
-    ``ent_coef: lin_<value>`` in hyperparameter files as a linear schedule (the Zoo does so for ``learning_rate`` and
-    ``clip_range`` only), and let schedules that are already callables through (the sampler's linear learning rate,
-    which ``--trial-id`` passes to the Zoo's preprocessing, where only strings and numbers are accepted).
+    For ``algo="clippedppo"``: without ``-conf``, read the file and entry that :func:`hyperparameter_source` picks
+    (and print them), read ``ent_coef: lin_<value>`` in hyperparameter files as a linear schedule (the Zoo does so for
+    ``learning_rate`` and ``clip_range`` only), and let schedules that are already callables through (the sampler's
+    linear learning rate, which ``--trial-id`` passes to the Zoo's preprocessing, where only strings and numbers are
+    accepted).
     """
     original = experiment_manager.__init__  # type: ignore[misc]
     if getattr(original, "sb3_clippedppo_default_config", False):
         return
     original_preprocess = experiment_manager._preprocess_hyperparams  # type: ignore[attr-defined]
+    original_read = experiment_manager.read_hyperparameters  # type: ignore[attr-defined]
+    exp_manager_file = sys.modules[experiment_manager.__module__].__file__
+
+    @functools.wraps(original_read)
+    def read_hyperparameters(self: Any) -> Any:
+        if self.algo == ALGO_NAME and getattr(self, "_clippedppo_default_config", False):
+            path, entry = hyperparameter_source(
+                self.env_name.gym_id, self._is_atari, zoo_ppo_hyperparams_path(exp_manager_file)
+            )
+            self.config = str(path)
+            if path != hyperparams_path():
+                print(f"ClippedPPO: no entry for {self.env_name.gym_id} in {hyperparams_path()}; "
+                      f"using the RL Zoo's PPO entry '{entry}' from {path}")  # fmt: skip
+        return original_read(self)
+
+    experiment_manager.read_hyperparameters = read_hyperparameters  # type: ignore[attr-defined]
 
     @functools.wraps(original_preprocess)
     def _preprocess_hyperparams(self: Any, hyperparams: dict[str, Any]) -> Any:
@@ -180,9 +251,11 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         bound = signature.bind(self, *args, **kwargs)
-        if bound.arguments.get("algo") == ALGO_NAME and not bound.arguments.get("config"):
+        default_config = bound.arguments.get("algo") == ALGO_NAME and not bound.arguments.get("config")
+        if default_config:
             bound.arguments["config"] = str(hyperparams_path())
         original(*bound.args, **bound.kwargs)
+        self._clippedppo_default_config = default_config
 
     __init__.sb3_clippedppo_default_config = True  # type: ignore[attr-defined]
     experiment_manager.__init__ = __init__  # type: ignore[misc]
