@@ -17,10 +17,11 @@
 ``runs.csv`` (one row per run): ``run_id``, ``algo``, ``env``, ``variant``, ``seed``, ``machine`` (``CPU (N cores)``),
 ``status`` (``finished``, or ``stopped`` for a run cut short), ``timesteps`` (steps trained), ``wall_clock_s``,
 ``steps_per_s`` (both for the whole run, evaluations included), ``evaluating_s`` (the share of it spent evaluating, from
-the Monitor file: :func:`benchmarks.scaling.evaluation_seconds`), ``started``, ``commit`` (of the code that ran),
+the Monitor file: :func:`evaluation_seconds`), ``started``, ``commit`` (of the code that ran),
 ``python``, ``versions`` (JSON), ``jobs`` (runs at a time on the machine), ``node`` (hostname), ``command``. These come
-from the run's record (``<sweep>/_runs/*.json``, written by :mod:`benchmarks.run`) or ``summary.json``
-(:mod:`benchmarks.halfcheetah_zoo_params`) when it has one, otherwise from its Monitor file and ``command.txt``.
+from the run's record (``<sweep>/_runs/*.json``, written by :mod:`benchmarks.run`) or ``summary.json`` (the runs of
+``halfcheetah_300k``, by the former ``benchmarks.halfcheetah_zoo_params``) when it has one, otherwise from its Monitor
+file and ``command.txt``.
 
 ``variants.csv`` (one row per ``(algo, env, variant)``): ``hyperparameters``, the run's full hyperparameters as JSON
 (the Zoo's saved ``<env>/config.yml``, or ``summary.json``'s). Two runs of one variant must have the same.
@@ -31,6 +32,7 @@ a run id already in the dataset is skipped, never duplicated)::
     python -m benchmarks.dataset add /tmp/sweep --variant default
     python -m benchmarks.dataset add /tmp/screen/c06_clip02 --variant clip02 --prefix search/halfcheetah
     python -m benchmarks.dataset list
+    python -m benchmarks.dataset scaling          # the committed sweep's makespan on 1, 4, 16, 64 one-CPU workers
 
 ``--prefix`` is prepended to the ids (the folder given is the id's first part); ``--machine`` names the machine of runs
 without a record. :func:`load` reads the dataset back with the standard library (no pandas needed); ``pandas.read_csv``
@@ -40,6 +42,7 @@ reads the files as they are.
 import argparse
 import csv
 import gzip
+import heapq
 import io
 import json
 import sys
@@ -48,7 +51,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT
+from benchmarks.builder import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results"
 EVALUATIONS, RUNS, VARIANTS = "evaluations.csv.gz", "runs.csv", "variants.csv"
@@ -57,6 +60,32 @@ EVALUATION_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "ti
 RUN_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "status", "timesteps", "wall_clock_s", "steps_per_s",
                "evaluating_s", "started", "commit", "python", "versions", "jobs", "node", "command"]  # fmt: skip
 VARIANT_COLUMNS = ["algo", "env", "variant", "hyperparameters"]
+
+# The variants of the committed report (python -m benchmarks.report): the head-to-head sweep's, the options (in the report's
+# order) and tuned ClippedPPO; the candidates tried for the tuned entries and not shipped, each against SB3 PPO and plain
+# ClippedPPO as the tuned variant is; issue 25's time-to-return rows (one run at a time, default threads)
+COMMITTED = {
+    "main": "default",
+    "options": ["vf_lr", "kl_penalty", "state_dependent_std", "kl_adaptive_lr", "recompute_advantages",
+                "normalize_observations", "ent_coef_schedule"],
+    "tuned": "tuned",
+    "candidates": [
+        ("search/halfcheetah/validation_trial7", "search's best (trial 7: lr lin_2e-4, recomputed advantages)"),
+        ("search/halfcheetah/validation_normobs", "normalize_observations"),
+        ("search/halfcheetah/validation_kl_adaptive_lr", "target_kl 0.01 + kl_adaptive_lr"),
+        ("search/halfcheetah/validation_kl_adaptive_lr_normobs", "target_kl 0.01 + kl_adaptive_lr + normalize_observations"),
+        ("search/halfcheetah/control_plain_seeds5-9", "plain ClippedPPO on seeds 5-9 (the tuned runs' seeds)"),
+        ("search/walker/validation_penalty", "previous entry (PPO-Penalty)"),
+    ],
+    "time_to_return": [
+        ("time_to_return/halfcheetah/clippedppo", "ClippedPPO, shipped entry"),
+        ("time_to_return/halfcheetah/ppo-shipped", "SB3 PPO, ClippedPPO's entry"),
+        ("time_to_return/halfcheetah/ppo-zoo", "SB3 PPO, RL Zoo entry"),
+        ("time_to_return/halfcheetah/validation_1M", "ClippedPPO, shipped entry, validation (BLAS rule before; to 1M)"),
+        ("time_to_return/walker/clippedppo", "ClippedPPO, shipped walker-walk entry"),
+        ("time_to_return/walker/ppo", "SB3 PPO, walker seed's settings"),
+    ],
+}  # fmt: skip
 
 
 def number(value: Any) -> str:
@@ -130,20 +159,18 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
     One run folder as dataset rows: ``(run row, evaluation rows, variant row)``.
 
     :param run_dir: a Zoo run folder (``evaluations.npz``, ``<env>/config.yml``, ``<env>/args.yml``) or a
-        :mod:`benchmarks.halfcheetah_zoo_params` folder (``evaluations.npz``, ``summary.json``).
+        folder of the former ``benchmarks.halfcheetah_zoo_params`` (``evaluations.npz``, ``summary.json``).
     :param run_id: the run's id.
     :param variant: the variant's name.
     :param machine: the machine, for a run without a record naming it.
     """
-    from benchmarks.scaling import evaluation_seconds
-
     evaluations = np.load(run_dir / "evaluations.npz")
     timesteps = evaluations["timesteps"].astype(np.int64)
     results, lengths = evaluations["results"], evaluations["ep_lengths"]
     record = find_record(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").exists() else None
     timed = time_to_return_record(run_dir)
-    if summary is not None:  # benchmarks.halfcheetah_zoo_params
+    if summary is not None:  # the former benchmarks.halfcheetah_zoo_params
         record = {**summary, "status": "finished"}
         hyperparameters = summary["hyperparameters"]
     else:
@@ -294,8 +321,109 @@ def hyperparameters(dataset: Path = RESULTS) -> dict[tuple[str, str, str], dict[
     return {(v["algo"], v["env"], v["variant"]): json.loads(v["hyperparameters"]) for v in read_csv(dataset / VARIANTS)}
 
 
+def makespan(durations: list[float], workers: int) -> float:
+    """
+    The time at which the last run ends when each run, in the given order, starts on the first free worker.
+
+    :param durations: the runs' durations, in the order they are started.
+    :param workers: how many run at a time.
+    """
+    free = [0.0] * workers
+    for duration in durations:
+        heapq.heapreplace(free, free[0] + duration)
+    return max(free)
+
+
+def evaluation_seconds(run_dir: Path, eval_steps: np.ndarray) -> float:
+    """
+    Seconds a run spent evaluating, from the longer episodes of its first training Monitor file.
+
+    :param run_dir: the Zoo's run folder (with ``0.monitor.csv``).
+    :param eval_steps: the timesteps of its evaluations (``evaluations.npz``).
+    """
+    data = np.genfromtxt(run_dir / "0.monitor.csv", delimiter=",", skip_header=2, ndmin=2)
+    # With n envs, each Monitor sees 1/n of the steps
+    ends = np.cumsum(data[:, 1]) * len(list(run_dir.glob("*.monitor.csv")))
+    durations = np.diff(data[:, 2], prepend=0.0)
+    during = np.searchsorted(ends, eval_steps, side="right")  # the episode after each evaluation point
+    seen = during[during < len(durations)]
+    excess = durations[seen] - np.delete(durations, np.concatenate([seen, [0]])).mean()
+    return float(excess.mean() * len(eval_steps))  # the last evaluation, after the last episode, costs as much
+
+
+def runs_of_variants(variants: list[str], dataset: Path | None = None) -> list[dict]:
+    """
+    The finished runs of the dataset's variants, each variant's in the runner's order, with ``name``, ``s`` (seconds) and
+    ``eval_s`` (of them evaluating).
+
+    :param variants: the variants.
+    :param dataset: the dataset's folder (default: the committed one).
+    """
+    rows = read_csv((dataset or RESULTS) / RUNS)
+    runs = []
+    for variant in variants:
+        # The runner's order: its records sorted by file name (algo, env, seed as text), then by environment and seed
+        members = sorted((r for r in rows if r["variant"] == variant), key=lambda r: (r["algo"], r["env"], r["seed"]))
+        order = {env: i for i, env in enumerate(dict.fromkeys(r["env"] for r in members))}
+        for row in sorted(members, key=lambda r: (order[r["env"]], int(r["seed"]), r["algo"])):
+            if row["status"] == "finished":
+                runs.append({**row, "name": f"{variant}/{row['algo']} {row['env']} seed {row['seed']}",
+                             "s": float(row["wall_clock_s"]), "eval_s": float(row["evaluating_s"])})  # fmt: skip
+    return runs
+
+
+def scaling(variants: list[str], workers: list[int], dataset: Path | None = None) -> dict[str, Any]:
+    """
+    How long the variants' runs take on W one-CPU workers, from their recorded durations: each run started on the first
+    free worker, in the runner's order and longest first, and without the time spent evaluating.
+
+    :param variants: the dataset's variants (their finished runs).
+    :param workers: the numbers of workers.
+    :param dataset: the dataset's folder (default: the committed one).
+    :return: ``{"runs", "hours", "longest": {"name", "minutes", "evaluating_minutes"}, "rows": [{"workers",
+        "runner_order_h", "longest_first_h", "lower_bound_h", "busy", "without_evaluations_h"}], "groups": [{"group",
+        "runs", "minutes", "evaluating"}], "lines": the markdown}``.
+    :raises ValueError: when the variants have no finished run.
+    """
+    runs = runs_of_variants(variants, dataset)
+    if not runs:
+        raise ValueError(f"no finished runs of variants {variants} in the dataset")
+    seconds = [r["s"] for r in runs]
+    total, longest = sum(seconds), max(runs, key=lambda r: r["s"])
+    without = sorted((r["s"] - r["eval_s"] for r in runs), reverse=True)
+    rows = []
+    for count in workers:
+        longest_first = makespan(sorted(seconds, reverse=True), count)
+        rows.append({"workers": count, "runner_order_h": makespan(seconds, count) / 3600,
+                     "longest_first_h": longest_first / 3600, "lower_bound_h": max(longest["s"], total / count) / 3600,
+                     "busy": total / count / longest_first,
+                     "without_evaluations_h": makespan(without, count) / 3600})  # fmt: skip
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(f"{r['env']}, {r['algo']}", []).append(r)
+    group_rows = [{"group": group, "runs": len(members), "minutes": float(np.mean([r["s"] for r in members])) / 60,
+                   "evaluating": float(np.mean([r["eval_s"] / r["s"] for r in members]))}
+                  for group, members in groups.items()]  # fmt: skip
+    lines = [f"{len(runs)} runs, {total / 3600:.1f} h of run time in all; the longest: {longest['name']}, "
+             f"{longest['s'] / 60:.1f} min ({longest['eval_s'] / 60:.1f} of them evaluating).", "",
+             "| one-CPU workers | makespan, runner's order | makespan, longest first | lower bound "
+             "max(longest run, total / workers) | workers busy | makespan without evaluations (longest first) |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for row in rows:
+        lines.append(f"| {row['workers']} | {row['runner_order_h']:.2f} h | {row['longest_first_h']:.2f} h | "
+                     f"{row['lower_bound_h']:.2f} h | {row['busy']:.0%} | {row['without_evaluations_h']:.2f} h |")  # fmt: skip
+    lines.append("")
+    for group in group_rows:
+        lines.append(f"- {group['group']}: {group['runs']} runs, {group['minutes']:.1f} min on average, "
+                     f"{group['evaluating']:.0%} of it evaluating")  # fmt: skip
+    return {"runs": len(runs), "hours": total / 3600, "longest": {"name": longest["name"], "minutes": longest["s"] / 60,
+            "evaluating_minutes": longest["eval_s"] / 60}, "rows": rows, "groups": group_rows, "lines": lines}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dataset", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     adding = commands.add_parser("add", help="append runs from RL Zoo output folders")
     adding.add_argument("paths", nargs="+", type=Path, help="run folders, sweep folders, or folders above them")
@@ -305,6 +433,13 @@ def main(argv: list[str] | None = None) -> None:
     adding.add_argument("--dataset", type=Path, default=RESULTS, help="the dataset's folder (default: benchmarks/results)")
     listing = commands.add_parser("list", help="runs per algorithm, environment and variant")
     listing.add_argument("--dataset", type=Path, default=RESULTS)
+    planning = commands.add_parser("scaling", help="how long the variants' runs take on 1, 4, 16, 64 one-CPU workers",
+                                   description="How long a sweep takes on W one-CPU workers, from its runs' recorded "
+                                   "durations (each run to the first free worker), and what limits it.")  # fmt: skip
+    planning.add_argument("--variant", action="append", help="a variant (repeatable; default: the committed sweep's and "
+                          "options')")  # fmt: skip
+    planning.add_argument("--workers", nargs="+", type=int, default=[1, 4, 16, 64])
+    planning.add_argument("--dataset", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.command == "add":
         missing = [str(p) for p in args.paths if not run_folders(p)]
@@ -312,6 +447,14 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"no run folders (evaluations.npz) in {missing}")
         added = add(args.paths, args.variant, args.prefix, args.machine, args.dataset)
         print(f"added {len(added)} runs to {args.dataset}: " + ", ".join(added))
+    elif args.command == "scaling":
+        if min(args.workers) < 1:
+            parser.error(f"--workers must be >= 1, not {min(args.workers)}")
+        try:
+            table = scaling(args.variant or [COMMITTED["main"], *COMMITTED["options"]], args.workers, args.dataset)
+        except ValueError as error:
+            parser.error(str(error))
+        print("\n".join(table["lines"]))
     else:
         counts: dict[tuple[str, str, str], int] = {}
         for run in read_csv(args.dataset / RUNS):

@@ -29,6 +29,8 @@ import argparse
 import contextlib
 import io
 import json
+import re
+import statistics
 import sys
 import tempfile
 from collections import Counter
@@ -38,7 +40,9 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks.run import env_folder
+from benchmarks import dataset as data
+from benchmarks import time_to_return
+from benchmarks.builder import env_folder
 
 # Return thresholds for "steps to reach": the issue's for HalfCheetah-v4; others are informative.
 DEFAULT_THRESHOLDS = {"HalfCheetah-v4": [3000, 5000], "dm_control/walker-walk-v0": [500, 800]}
@@ -50,32 +54,7 @@ TUNED_TARGETS = {"HalfCheetah-v4": 6000.0, "dm_control/walker-walk-v0": 700.0}
 LABELS = {"clippedppo": "ClippedPPO", "ppo": "SB3 PPO", "trpo": "SB3-Contrib TRPO"}
 BOOTSTRAP_REPS = 20_000
 
-# The committed report: the head-to-head sweep's variant, the options (in the report's order) and tuned ClippedPPO
-COMMITTED = {
-    "main": "default",
-    "options": ["vf_lr", "kl_penalty", "state_dependent_std", "kl_adaptive_lr", "recompute_advantages",
-                "normalize_observations", "ent_coef_schedule"],
-    "tuned": "tuned",
-    # Candidates tried for the tuned entries and not shipped (the README's tuned table), each against SB3 PPO and plain
-    # ClippedPPO as the tuned variant is
-    "candidates": [
-        ("search/halfcheetah/validation_trial7", "search's best (trial 7: lr lin_2e-4, recomputed advantages)"),
-        ("search/halfcheetah/validation_normobs", "normalize_observations"),
-        ("search/halfcheetah/validation_kl_adaptive_lr", "target_kl 0.01 + kl_adaptive_lr"),
-        ("search/halfcheetah/validation_kl_adaptive_lr_normobs", "target_kl 0.01 + kl_adaptive_lr + normalize_observations"),
-        ("search/halfcheetah/control_plain_seeds5-9", "plain ClippedPPO on seeds 5-9 (the tuned runs' seeds)"),
-        ("search/walker/validation_penalty", "previous entry (PPO-Penalty)"),
-    ],
-    # Issue 25's table, time to a return under benchmarks.time_to_return's protocol (one run at a time, default threads)
-    "time_to_return": [
-        ("time_to_return/halfcheetah/clippedppo", "ClippedPPO, shipped entry"),
-        ("time_to_return/halfcheetah/ppo-shipped", "SB3 PPO, ClippedPPO's entry"),
-        ("time_to_return/halfcheetah/ppo-zoo", "SB3 PPO, RL Zoo entry"),
-        ("time_to_return/halfcheetah/validation_1M", "ClippedPPO, shipped entry, validation (BLAS rule before; to 1M)"),
-        ("time_to_return/walker/clippedppo", "ClippedPPO, shipped walker-walk entry"),
-        ("time_to_return/walker/ppo", "SB3 PPO, walker seed's settings"),
-    ],
-}  # fmt: skip
+COMMITTED = data.COMMITTED  # the committed report's variants
 
 Runs = dict[str, list[dict[str, Any]]]
 
@@ -419,17 +398,17 @@ def time_to_return_section(
 ) -> tuple[list[str], dict[str, Any]]:
     """
     Minutes to a return (:data:`TIME_TO_RETURN`) under :mod:`benchmarks.time_to_return`'s protocol, per environment: a
-    table (a row per variant: median minutes over seeds, a seed that never got there counting as the slowest; seeds that
-    reached it; minutes and steps per seed) and a figure, ``time_to_return_<env>.png`` (every run's mean evaluation return
-    against wall-clock minutes, a colour per variant). Runs stopped early (at the threshold, or at a time cap) count.
+    table (a row per variant: median minutes over seeds, a seed that never got there counting as the slowest, and a
+    median that falls on such a seed shown as censored, ``> T min (k of n reached)``; seeds that reached it; minutes and
+    steps per seed) and a figure, ``time_to_return_<env>.png`` (every run's mean evaluation return against wall-clock
+    minutes, a colour per variant, and beside it the fraction of seeds that had reached the return by each minute). Runs
+    stopped early (at the threshold, or at a time cap) count; a run's training time is how long it was followed.
 
     :param runs: the dataset's runs (:func:`benchmarks.dataset.load`).
     :param variants: ``(variant, label)`` of each row, in the table's order.
     :param out: the report's folder.
     :return: the report's lines and numbers (``{env: time_to_return.table's numbers}``).
     """
-    from benchmarks import time_to_return
-
     by_env: dict[str, list[dict[str, Any]]] = {}
     for variant, label in variants:
         chosen = sorted((r for r in runs if r["variant"] == variant and len(r["eval_steps"])), key=lambda r: r["seed"])
@@ -440,6 +419,7 @@ def time_to_return_section(
                            for steps, seconds, mean in curve]  # fmt: skip
             minutes = minutes_to_reach({**run, "minutes": run["eval_seconds"] / 60.0}, threshold)
             by_env.setdefault(run["env"], []).append(dict(variant=label, minutes_to_threshold=minutes, seed=run["seed"],
+                                                          followed_minutes=run["wall_clock_s"] / 60,
                                                           evaluations=evaluations, run=run))  # fmt: skip
     lines: list[str] = []
     numbers: dict[str, Any] = {}
@@ -500,10 +480,195 @@ def candidates_section(
             "final_returns": finals.tolist(),
             "iqm": estimates["iqm"][key],
             "iqm_ci": estimates["iqm_ci"][key],
-            **{kind: {k.split(",")[1]: v for k, v in estimates[kind].items()}
+            **{kind: {k.rsplit(",", 1)[1]: v for k, v in estimates[kind].items()}
                for kind in ("probability_of_improvement", "probability_of_improvement_ci")},
         }  # fmt: skip
     return [*lines, ""], numbers
+
+
+# The committed measurement files that report.json gathers (paths under benchmarks/results/, each file with its command);
+# where a measurement has several, the first that exists: the speed table re-measured through benchmarks.builder
+# (throughput/builder/), else the one measured before it (throughput/threads/, VecNormalize with the default gamma)
+MEASUREMENTS = {
+    "throughput": ("throughput/builder/throughput.json", "throughput/threads/throughput.json"),
+    "time_split": ("profile/time_split.json",),
+    "update_flops": ("profile/update_flops.json",),
+    "export_latency": ("export/latency.json",),
+    "thread_pools": ("profile/thread_pools/README.md",),
+}
+# Variants whose final returns per seed report.json keeps: the docs' example run, the core issue's 300k runs, and the
+# 1M-step validation of the shipped HalfCheetah-v4 entry (its final IQM)
+FINALS = ("zoo_halfcheetah_1M", "halfcheetah_300k", "time_to_return/halfcheetah/validation_1M")
+# Short names of the environments and time-to-return rows in report.json's figures
+ENV_NAMES = {"HalfCheetah-v4": "halfcheetah", "dm_control/walker-walk-v0": "walker"}
+
+
+def thread_pools_table(text: str) -> dict[str, dict[str, int]]:
+    """
+    The table of ``results/profile/thread_pools/README.md`` (the former ``benchmarks.thread_pools``' medians) as
+    ``{minibatch: {"torch 2 + BLAS 2": steps/s, ...}}``, its empty cells left out.
+    """
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    columns = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    table: dict[str, dict[str, int]] = {}
+    for line in lines[1:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        batch = cells[0].split()[0]
+        for column, cell in zip(columns[1:], cells[1:], strict=True):
+            figure = re.match(r"\**([\d,]+)", cell)
+            if figure:
+                table.setdefault(batch, {})[column.split(" (")[0]] = int(figure.group(1).replace(",", ""))
+    return table
+
+
+def read_measurements(results: Path) -> dict[str, Any]:
+    """The committed measurement files of :data:`MEASUREMENTS` (the JSON ones whole, less their per-run lists)."""
+    found: dict[str, Any] = {}
+    for name, candidates in MEASUREMENTS.items():
+        relative = next((candidate for candidate in candidates if (results / candidate).exists()), None)
+        if relative is None:
+            continue
+        path = results / relative
+        if path.suffix == ".md":
+            found[name] = {"file": relative, "steps_per_s": thread_pools_table(path.read_text())}
+        else:
+            content = json.loads(path.read_text())
+            found[name] = {"file": relative, **{k: v for k, v in content.items() if k not in ("runs", "zoo_command_runs")}}
+    return found
+
+
+def dataset_counts(dataset: Path) -> dict[str, int]:
+    """Runs, variants and evaluations of the dataset."""
+    return {"runs": len(data.read_csv(dataset / data.RUNS)), "variants": len(data.read_csv(dataset / data.VARIANTS)),
+            "evaluations": len(data.read_csv(dataset / data.EVALUATIONS))}  # fmt: skip
+
+
+def slug(text: str) -> str:
+    """A figure name's part: lower case, runs of other characters as one underscore."""
+    return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_")
+
+
+def interval(value: float, bounds: list[float], digits: int) -> str:
+    """``value [low, high]`` with ``digits`` decimals."""
+    return f"{value:.{digits}f} [{bounds[0]:.{digits}f}, {bounds[1]:.{digits}f}]"
+
+
+def spread(values: list[float]) -> str:
+    """``mean ± std`` (sample standard deviation) of final returns, as the report's tables show it."""
+    array = np.array(values)
+    return f"{array.mean():.0f} ± {array.std(ddof=1) if len(array) > 1 else 0.0:.0f}"
+
+
+def figures(numbers: dict[str, Any]) -> dict[str, str]:
+    """
+    Every figure that the README, ``docs/*.md`` and the CHANGELOG quote from the benchmarks, by name, as they print it:
+    from the report's numbers (the dataset) and the committed measurements in ``numbers["measurements"]``.
+    ``tests/test_bench_quoted.py`` checks each quoted passage against them.
+    """
+    out: dict[str, str] = {}
+    envs = numbers.get("envs", {})
+    for env, short in ENV_NAMES.items():
+        main = envs.get(env)
+        if main is not None and {"clippedppo", "ppo"} <= set(main["iqm"]):
+            for algo in ("clippedppo", "ppo"):
+                out[f"{short}_{algo}_final"] = spread(main["final_returns"][algo])
+                out[f"{short}_{algo}_iqm"] = interval(main["iqm"][algo], main["iqm_ci"][algo], 0)
+                out[f"{short}_{algo}_min_per_1m"] = f"{np.mean(main['wall_clock_min_per_1m'][algo]):.1f}"
+                out[f"{short}_{algo}_seeds"] = str(len(main["final_returns"][algo]))
+            pair = "clippedppo,ppo"
+            probability, bounds = main["probability_of_improvement"][pair], main["probability_of_improvement_ci"][pair]
+            out[f"{short}_p"] = interval(probability, bounds, 2)
+            minutes = {algo: np.mean(main["wall_clock_min_per_1m"][algo]) for algo in ("clippedppo", "ppo")}
+            out[f"{short}_wall_clock_ratio"] = f"{minutes['ppo'] / minutes['clippedppo']:.1f}x"
+        tuned = envs.get(f"{env} tuned")
+        if tuned is not None:
+            key = "clippedppo[tuned]"
+            out[f"{short}_tuned_final"] = spread(tuned["final_returns"][key])
+            out[f"{short}_tuned_iqm"] = interval(tuned["iqm"][key], tuned["iqm_ci"][key], 0)
+            for other in ("ppo", "clippedppo"):
+                pair = f"{key},{other}"
+                out[f"{short}_tuned_p_{other}"] = interval(tuned["probability_of_improvement"][pair],
+                                                           tuned["probability_of_improvement_ci"][pair], 2)  # fmt: skip
+        for candidate in envs.get(f"{env} candidates", {}).values():
+            name = f"{short}_candidate_{slug(candidate['variant'].rsplit('/', 1)[-1])}"
+            out[f"{name}_final"] = spread(candidate["final_returns"])
+            out[f"{name}_iqm"] = interval(candidate["iqm"], candidate["iqm_ci"], 0)
+            for other in ("ppo", "clippedppo"):
+                out[f"{name}_p_{other}"] = interval(candidate["probability_of_improvement"][other],
+                                                    candidate["probability_of_improvement_ci"][other], 2)  # fmt: skip
+    variant_of = {label: variant for variant, label in COMMITTED["time_to_return"]}
+    for env, table in numbers.get("time_to_return", {}).items():
+        for label, row in table["variants"].items():
+            name = f"ttr_{ENV_NAMES.get(env, slug(env))}_{slug(variant_of.get(label, label).rsplit('/', 1)[-1])}"
+            out[f"{name}_median"] = row["median"]
+            out[f"{name}_reached"] = f"{row['reached']}/{row['seeds']}"
+            out[f"{name}_minutes"] = ", ".join("-" if m is None else f"{m:.2f}" for m in row["minutes"])
+            out[f"{name}_steps"] = ", ".join("-" if m is None else f"{m / 1000:.0f}" for m in row["steps_to_threshold"])
+            if row["ratio_to_first"] is not None and row["ratio_to_first"] != 1.0:
+                out[f"{name}_over_first"] = f"{row['ratio_to_first']:.2f}x"
+    measured = numbers.get("measurements", {})
+    if "throughput" in measured:
+        for threads, settings in measured["throughput"]["summary"].items():
+            for setting, entry in settings.items():
+                name = f"speed_{slug(threads)}_{slug(setting)}"
+                ratio = entry["ratio_steps_per_s"]
+                out[f"{name}_ratio"] = f"{ratio['median']:.2f}x"
+                out[f"{name}_range"] = f"{ratio['min']:.2f}-{ratio['max']:.2f}"
+                for algo in ("clippedppo", "ppo"):
+                    out[f"{name}_{algo}"] = f"{entry[algo]['steps_per_s']:,.0f}"
+        zoo = measured["throughput"].get("zoo_command")
+        if zoo:
+            out["speed_zoo_command_ratio"] = f"{zoo['ratio_fps']['median']:.2f}x"
+            out["speed_zoo_command_range"] = f"{zoo['ratio_fps']['min']:.2f}-{zoo['ratio_fps']['max']:.2f}"
+            for algo in ("clippedppo", "ppo"):
+                out[f"speed_zoo_command_{algo}"] = f"{zoo[algo]['fps']:,.0f}"
+        out["speed_commit"] = measured["throughput"]["meta"]["machine"]["commit"]
+        out["speed_file"] = measured["throughput"]["file"]
+    if "time_split" in measured:
+        split = measured["time_split"]
+        medians = split["median_seconds"]
+        for algo in ("clippedppo", "ppo"):
+            for part, value in medians[algo].items():
+                out[f"split_{algo}_{part}"] = f"{value:.2f}"
+            environment = medians[algo]["rollout_env_steps"] + medians[algo]["evaluation_env_steps"]
+            out[f"split_{algo}_env_steps"] = f"{environment:.2f}"
+        for part, value in split["ratio_ppo_over_clippedppo"].items():
+            out[f"split_ratio_{part}"] = f"{value:.2f}x"
+        if "overlap" in split:  # measured by the former overlap measurement (commit 51b0d30)
+            overlapped = split["overlap"]["median_total_seconds"]["overlapped"]
+            out["overlap_seconds"] = f"{overlapped:.2f}"
+            out["overlap_ppo_over_bound"] = f"{medians['ppo']['total'] / overlapped:.2f}x"
+            out["overlap_gain"] = f"{medians['clippedppo']['total'] / overlapped:.2f}x"
+    if "update_flops" in measured:
+        flops = measured["update_flops"]
+        out["flops_gflops"] = f"{flops['median_update_gflops']:.1f}"
+        out["flops_fraction"] = f"{flops['fraction_of_large_gemm_peak']:.0%}"
+        out["flops_peak"] = f"{flops['gemm_peak_gflops_one_thread']['1024x1024x1024']:.1f}"
+        out["flops_update_seconds"] = f"{statistics.median(flops['update_seconds']):.3f}"
+    if "export_latency" in measured:
+        for threads in ("default", "1"):
+            for way, value in measured["export_latency"].get(f"threads_{threads}", {}).get("median_us_per_action", {}).items():
+                out[f"latency_{slug(threads)}_{way}"] = f"{value:.0f}"
+    for batch, row in measured.get("thread_pools", {}).get("steps_per_s", {}).items():
+        for column, value in row.items():
+            out[f"thread_pools_{batch}_{slug(column)}"] = f"{value:,}"
+    if "scaling" in numbers:
+        scale = numbers["scaling"]
+        out["scaling_runs"] = str(scale["runs"])
+        out["scaling_hours"] = f"{scale['hours']:.1f}"
+    if "dataset" in numbers:
+        for key, value in numbers["dataset"].items():
+            out[f"dataset_{key}"] = f"{value:,}"
+    finals = numbers.get("finals", {})
+    for variant, by_seed in finals.items():
+        for seed, final in by_seed.items():
+            out[f"final_{slug(variant)}_seed{seed}"] = f"{final:,.0f}"
+    if finals.get("time_to_return/halfcheetah/validation_1M"):
+        from scipy.stats import trim_mean
+
+        returns = list(finals["time_to_return/halfcheetah/validation_1M"].values())
+        out["ttr_halfcheetah_validation_1m_final_iqm"] = f"{trim_mean(returns, 0.25):,.0f}"  # the middle three of five
+    return out
 
 
 def parse_variant_argument(value: str) -> tuple[str, str]:
@@ -556,8 +721,6 @@ def runs_from_folders(folders: list[tuple[Path, str | None]], dataset: Path) -> 
     Sweep folders (``--runs DIR[=LABEL]``) converted into a dataset in ``dataset``: the main folders' runs become
     variant ``main``, a labelled folder's the variant of its label; returns ``(main, [(label, label), ...])``.
     """
-    from benchmarks import dataset as data
-
     main, labelled = None, []
     for i, (folder, label) in enumerate(folders):
         data.add([folder], label or "main", prefix=str(i), dataset=dataset)  # a folder given twice gives its runs twice
@@ -569,9 +732,9 @@ def runs_from_folders(folders: list[tuple[Path, str | None]], dataset: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from benchmarks import dataset as data
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     parser.add_argument("--dataset", type=Path, default=data.RESULTS, help="the dataset's folder (default: %(default)s)")
     parser.add_argument("--main", metavar="VARIANT", help=f"the variant of the main rows (default: {COMMITTED['main']!r})")
     parser.add_argument("--option", action="append", metavar="VARIANT[=LABEL]", type=parse_variant_argument,
@@ -609,11 +772,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 parser.error("--runs reads sweep folders instead of the dataset: give it without --main, --option, --tuned, "
                              "--candidate, --time-to-return")  # fmt: skip
             main_variant, labelled = runs_from_folders(args.runs, Path(scratch) / "dataset")
+            committed = False
             candidates: list[tuple[str, str]] = []
             time_to_return_variants: list[tuple[str, str]] = []
             dataset = Path(scratch) / "dataset"
         else:
             given = args.main or args.option or args.tuned or args.candidate or args.time_to_return
+            committed = not given
             candidates = list(args.candidate or []) if given else list(COMMITTED["candidates"])
             time_to_return_variants = list(args.time_to_return or []) if given else list(COMMITTED["time_to_return"])
             main_variant = args.main if given else COMMITTED["main"]
@@ -718,6 +883,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         lines += section
     if main_dirs:
         lines += ["## RL Zoo `all_plots` results table (cross-check: final return, mean +- standard error)", "", zoo_table, ""]
+    if committed:  # the committed report: its figures, with the dataset's counts, the sweep's scaling, the measurements
+        numbers["dataset"] = dataset_counts(dataset)
+        numbers["scaling"] = {k: v for k, v in data.scaling([COMMITTED["main"], *COMMITTED["options"]], [1, 4, 16, 64],
+                                                             dataset).items() if k != "lines"}  # fmt: skip
+        numbers["finals"] = {variant: {str(r["seed"]): float(r["returns"][-1]) for r in runs if r["variant"] == variant}
+                             for variant in FINALS}  # fmt: skip
+        numbers["measurements"] = read_measurements(dataset)
+        numbers["figures"] = figures(numbers)
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     (args.out / "report.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print("\n".join(lines))

@@ -1,13 +1,14 @@
-"""Benchmark sweep on Ray: every algorithm x environment x seed is one RL Zoo training run, on this machine or a cluster.
+"""Benchmark sweeps on Ray: every algorithm x environment x seed is one RL Zoo training run, on this machine or a cluster;
+ClippedPPO's options as one sweep (``--options``); the hyperparameter search (``search``).
 
 Each run is ``python -m rl_zoo3.train`` with the same hyperparameter file for ClippedPPO and SB3's PPO (by default
 ``benchmarks/hyperparams.yml``: HalfCheetah-v4 with the RL Zoo's PPO values, walker-walk with the walker seed's
-settings), so both get the same wrappers, normalization, evaluation and logging. A run is a Ray task that reserves
-one CPU and trains into a scratch folder of its own on whichever node Ray picks; it sends the run's outputs back (the
-Zoo's run folder without model zips unless ``--keep-models``, and the log), so no shared filesystem is needed. The
-driver writes them where the Zoo would, ``OUT/<algo>/<env>_<n>/``, with a record per run in
-``OUT/_runs/<algo>__<env>__seed<seed>.json`` (command, status, wall-clock time, steps per second, the node and the
-machine it ran on) and its log in ``OUT/_logs/``.
+settings; ``--conf zoo``: the installed RL Zoo's ``ppo.yml``), so both get the same wrappers, normalization, evaluation
+and logging. A run is a Ray task that reserves one CPU and trains into a scratch folder of its own on whichever node
+Ray picks; it sends the run's outputs back (the Zoo's run folder without model zips unless ``--keep-models``, and the
+log), so no shared filesystem is needed. The driver writes them where the Zoo would, ``OUT/<algo>/<env>_<n>/``, with a
+record per run in ``OUT/_runs/<algo>__<env>__seed<seed>.json`` (command, status, wall-clock time, steps per second, the
+node and the machine it ran on) and its log in ``OUT/_logs/``.
 
 Without ``--address``, Ray starts on this machine with ``--jobs`` CPUs; ``--address auto`` or ``--address HOST:PORT``
 uses a running cluster (``--jobs`` then caps the runs in flight); ``--no-ray`` runs ``--jobs`` runs at a time on this
@@ -15,13 +16,21 @@ machine without Ray (for a machine where it is not installed; same outputs). Re-
 one whose worker dies, is retried by Ray (``--retries``), then recorded as failed with its log; a later sweep tries it
 again, after moving the earlier attempt's record and log to ``OUT/_interrupted/``.
 
-Example (the committed sweep; about 17 minutes per 1M-step run per core)::
+``--options [NAME ...]`` trains ClippedPPO with each of its options beyond SB3's PPO (:data:`OPTIONS`; all without a
+name), each into its own sweep folder ``OUT/<option>/``, as one sweep: the rows compared with plain ClippedPPO.
 
-    python -m benchmarks.run --algos clippedppo ppo --envs HalfCheetah-v4 --seeds 0 1 2 3 4 --jobs 2 --out runs/sweep
+``search start|rerank|dump|best`` is the hyperparameter search with the RL Zoo's own ``--optimize`` on one shared Optuna
+study (``python -m benchmarks.run search --help``).
+
+Examples (the committed sweep and options; about 17 minutes per 1M-step run per core)::
+
+    python -m benchmarks.run --out runs/sweep --jobs 2
+    python -m benchmarks.run --options --seeds 0 1 2 --out runs/options --jobs 2
     python -m benchmarks.dataset add runs/sweep --variant default   # into benchmarks/results/'s dataset
 """
 
 import argparse
+import csv
 import fcntl
 import gzip
 import json
@@ -40,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import ROOT, machine_info
+from benchmarks.builder import ROOT, env_folder, machine_info
 
 DEFAULT_ENVS = ("HalfCheetah-v4", "dm_control/walker-walk-v0")
 # The settings both ClippedPPO and SB3's PPO accept (see the file's header).
@@ -51,9 +60,50 @@ SHARED_CONFIG_ALGOS = ("clippedppo", "ppo")
 RUNTIME_ENV = {"py_modules": [str(ROOT / "benchmarks")], "excludes": ["results/", "__pycache__/"]}
 
 
-def env_folder(env_id: str) -> str:
-    """The Zoo's folder name for an environment id (``dm_control/walker-walk-v0`` -> ``dm_control-walker-walk-v0``)."""
-    return env_id.replace("/", "-")
+# ClippedPPO's options (--options): option -> environment -> Zoo --hyperparams overrides (Python expressions, as the Zoo
+# reads them); each option's rows are compared with plain ClippedPPO's on the same settings
+HALFCHEETAH_POLICY = (
+    "dict(log_std_init=-2, ortho_init=False, activation_fn=nn.ReLU, net_arch=dict(pi=[256, 256], vf=[256, 256])"
+)
+WALKER_POLICY = "dict(net_arch=dict(pi=[64, 64], vf=[64, 64]), activation_fn=nn.Tanh"
+
+# option -> environment -> Zoo --hyperparams overrides (values are Python expressions, as the Zoo reads them)
+OPTIONS: dict[str, dict[str, list[str]]] = {
+    "vf_lr": {
+        "HalfCheetah-v4": ["vf_learning_rate:6.8789e-05"],
+        "dm_control/walker-walk-v0": ["vf_learning_rate:1e-3"],
+    },
+    "kl_penalty": {
+        "HalfCheetah-v4": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_penalty_target:0.01"],
+        "dm_control/walker-walk-v0": ["policy_objective:'kl_penalty'", "kl_coef:1.0", "kl_penalty_target:0.01"],
+    },
+    "state_dependent_std": {
+        "HalfCheetah-v4": [f"policy_kwargs:'{HALFCHEETAH_POLICY}, state_dependent_std=True)'"],
+        "dm_control/walker-walk-v0": [f"policy_kwargs:'{WALKER_POLICY}, state_dependent_std=True)'"],
+    },
+    "kl_adaptive_lr": {
+        "HalfCheetah-v4": ["target_kl:0.01", "kl_adaptive_lr:True"],
+        "dm_control/walker-walk-v0": ["kl_adaptive_lr:True"],
+    },
+    "recompute_advantages": {
+        "HalfCheetah-v4": ["recompute_advantages:True"],
+        "dm_control/walker-walk-v0": ["recompute_advantages:True"],
+    },
+    "ent_coef_schedule": {
+        "HalfCheetah-v4": ["ent_coef:'lin_0.001'"],
+        "dm_control/walker-walk-v0": ["ent_coef:'lin_0.001'"],
+    },
+    "normalize_observations": {
+        "HalfCheetah-v4": [
+            'normalize:"dict(norm_obs=False, norm_reward=True)"',
+            f"policy_kwargs:'{HALFCHEETAH_POLICY}, normalize_observations=True)'",
+        ],
+        "dm_control/walker-walk-v0": [
+            'normalize:"dict(norm_obs=False, norm_reward=True)"',
+            f"policy_kwargs:'{WALKER_POLICY}, normalize_observations=True)'",
+        ],
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -366,11 +416,16 @@ def run_jobs(jobs: list[Job], args: argparse.Namespace) -> list[dict]:
 
 def parser(algos: bool = True) -> argparse.ArgumentParser:
     """
-    The sweep's command-line options (shared with :mod:`benchmarks.options`).
+    The sweep's command-line options.
 
     :param algos: with the ``--algos`` option.
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser.add_argument("--options", nargs="*", choices=list(OPTIONS), metavar="OPTION",
+                        help=f"ClippedPPO's options instead of --algos, each into OUT/<option>/ (none named: all): "
+                        f"{', '.join(OPTIONS)}")  # fmt: skip
     if algos:
         parser.add_argument("--algos", nargs="+", default=["clippedppo", "ppo"], help="RL Zoo algorithm names")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS))
@@ -431,6 +486,10 @@ def exit_if_failed(records: list[dict]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "search":
+        search_main(argv[1:])
+        return []
     sweep_parser = parser()
     args = sweep_parser.parse_args(argv)
     if str(args.conf) == "zoo":
@@ -438,10 +497,290 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         args.conf = zoo_ppo_hyperparams_path()
     check_args(sweep_parser, args)
-    # Interleave algorithms so that a partial sweep still compares them on the same seeds.
-    jobs = [Job(algo, env, seed, args.out, tuple(args.hyperparams)) for env in args.envs for seed in args.seeds
-            for algo in args.algos]  # fmt: skip
+    if args.options is not None:
+        names = args.options or list(OPTIONS)
+        for env in args.envs:
+            if env not in OPTIONS[names[0]]:
+                sweep_parser.error(f"--envs {env}: the options have settings for {', '.join(OPTIONS[names[0]])} only")
+        jobs = [Job("clippedppo", env, seed, args.out / option, (*OPTIONS[option][env], *args.hyperparams))
+                for env in args.envs for option in names for seed in args.seeds]  # fmt: skip
+    else:
+        # Interleave algorithms so that a partial sweep still compares them on the same seeds.
+        jobs = [Job(algo, env, seed, args.out, tuple(args.hyperparams)) for env in args.envs for seed in args.seeds
+                for algo in args.algos]  # fmt: skip
     return exit_if_failed(run_jobs(jobs, args))
+
+
+# The hyperparameter search (``python -m benchmarks.run search``)
+
+SEARCH_DOC = """Hyperparameter search for ClippedPPO with the RL Zoo's own ``--optimize``, on one shared Optuna study.
+
+``start`` creates the study in a journal file (so that workers starting together do not race to create it), enqueues
+the starting points of :func:`starting_points` for the environment (the shipped settings, alone, with each of
+ClippedPPO's levers and with a few variants: Optuna runs enqueued trials first, then samples with TPE), and runs
+``--workers`` Zoo worker processes on it, one per core, until the study holds ``--trials`` trials. ``dump`` writes
+every trial of a study (number, state, value, parameters, duration) to a CSV file; ``rerank`` trains the best few
+trials again with other seeds and ranks them by their mean, since a single seed's value overstates the winner;
+``best`` prints a trial's settings as a block for ``hyperparams/clippedppo.yml``. Workers on other machines join the
+same study with the command that ``start`` prints (a journal file on a shared filesystem, or a PostgreSQL URL; see
+``benchmarks/README.md``).
+
+Example (the search summarized under ``benchmarks/results/search/``: its trials table and gzipped journal)::
+
+    python -m benchmarks.run search start --env HalfCheetah-v4 --study halfcheetah --trials 50 --workers 2 \\
+        --n-timesteps 300000 --n-evaluations 3 --out runs/search/halfcheetah
+    python -m benchmarks.run search dump --storage runs/search/halfcheetah/study.log --study halfcheetah
+"""
+
+# The settings shipped when the committed studies ran (the walker entry has since gained normalize_observations and
+# recompute_advantages, the HalfCheetah entry a learning rate decaying linearly from 8e-5), in the sampler's own
+# parameter names (``sb3_clippedppo.zoo.sample_clippedppo_params``)
+SHIPPED = {
+    "HalfCheetah-v4": dict(
+        n_steps_pow=9, batch_size_pow=6, one_minus_gamma=0.02, one_minus_gae_lambda=0.08, learning_rate=2.0633e-05,
+        ent_coef=0.000401762, clip_range=0.1, n_epochs=20, max_grad_norm=0.8, vf_coef=0.58096, target_kl=None,
+        log_std_init=-2.0, ortho_init=False, net_arch="medium", activation_fn="relu", vf_lr_multiplier=1,
+        policy_objective="clip", state_dependent_std=False,
+    ),
+    # the walker seed's settings (5000 steps per rollout and batches of 250 rounded to powers of 2), PPO-Penalty
+    "dm_control/walker-walk-v0": dict(
+        n_steps_pow=12, batch_size_pow=8, one_minus_gamma=0.01, one_minus_gae_lambda=0.05, learning_rate=3e-4,
+        ent_coef=1e-8, clip_range=0.2, n_epochs=10, max_grad_norm=0.5, vf_coef=0.5, target_kl=0.01,
+        kl_adaptive_lr=False, log_std_init=0.0, ortho_init=True, net_arch="small", activation_fn="tanh",
+        vf_lr_multiplier=3, policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01, state_dependent_std=False,
+    ),
+}  # fmt: skip
+LEVERS_OFF = dict(learning_rate_schedule="constant", ent_coef_schedule="constant", recompute_advantages=False,
+                  normalize_observations=False)  # fmt: skip
+LEVERS = [
+    {},
+    dict(normalize_observations=True),
+    dict(recompute_advantages=True),
+    dict(learning_rate_schedule="linear"),
+    dict(normalize_observations=True, recompute_advantages=True, learning_rate_schedule="linear"),
+]
+
+
+# Further starting points per environment, on top of the shipped settings: larger learning rates, with a decay
+VARIANTS = {
+    "HalfCheetah-v4": [
+        dict(learning_rate=6e-5),
+        dict(learning_rate=6e-5, learning_rate_schedule="linear", recompute_advantages=True),
+        dict(learning_rate=2e-4, learning_rate_schedule="linear", recompute_advantages=True),
+        dict(learning_rate=2e-4, learning_rate_schedule="linear", recompute_advantages=True, clip_range=0.2, n_epochs=10),
+    ],
+}
+
+
+def starting_points(env_id: str) -> list[dict[str, Any]]:
+    """
+    The trials enqueued first: the shipped settings alone, with each of ClippedPPO's levers (:data:`LEVERS`) and with the
+    environment's :data:`VARIANTS`; none for environments without shipped settings here.
+    """
+    if env_id not in SHIPPED:
+        return []
+    changes = LEVERS + VARIANTS.get(env_id, [])
+    return [{**SHIPPED[env_id], **LEVERS_OFF, **change} for change in changes]
+
+
+def create_study(storage: str, study: str, env_id: str) -> int:
+    """Create the study (maximize) unless it exists, and enqueue the starting points if it is new; returns how many."""
+    import optuna
+
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    existing = {s.study_name for s in optuna.get_all_study_summaries(backend)}
+    if study in existing:
+        return 0
+    created = optuna.create_study(storage=backend, study_name=study, direction="maximize")
+    points = starting_points(env_id)
+    for params in points:
+        created.enqueue_trial(params)
+    return len(points)
+
+
+def worker_command(args: argparse.Namespace, storage: str, seed: int, log_folder: Path) -> list[str]:
+    """One Zoo worker's command line."""
+    command = [
+        sys.executable, "-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", args.env, "-optimize",
+        "--n-jobs", "1", "--max-total-trials", str(args.trials), "--n-trials", str(args.trials),
+        "--sampler", "tpe", "--pruner", "median", "-n", str(args.n_timesteps), "--n-evaluations", str(args.n_evaluations),
+        "--eval-episodes", str(args.eval_episodes), "--num-threads", "1", "--seed", str(seed),
+        "--storage", storage, "--study-name", args.study, "-f", str(log_folder), "--no-optim-plots",
+    ]  # fmt: skip
+    if args.env.startswith("dm_control/"):
+        command += ["--gym-packages", "shimmy"]
+    return command
+
+
+def start_search(args: argparse.Namespace) -> None:
+    """``search start``: create the study, enqueue the starting points, run the workers, dump the trials."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    storage = str(out / "study.log")
+    enqueued = create_study(storage, args.study, args.env)
+    print(f"study {args.study!r} in {storage}: {enqueued} starting points enqueued")
+    processes = []
+    for worker in range(args.workers):
+        command = worker_command(args, storage, args.seed + worker, out / "_zoo")
+        print(" ".join(command), flush=True)
+        log = open(out / f"worker_{worker}.log", "w")  # noqa: SIM115 (open while the worker runs)
+        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
+    codes = []
+    for process, log in processes:
+        codes.append(process.wait())
+        log.close()
+    print(f"workers done, exit codes {codes}")
+    dump_trials(storage, args.study, out / "trials.csv")
+
+
+def rerank(args: argparse.Namespace) -> None:
+    """
+    Train the ``--top`` best finished trials again with other seeds, at the trials' budget, and rank them by their mean
+    final evaluation over all their seeds (the search's own and these): a single seed's value overstates the winner.
+    Writes ``rerank.csv`` beside the journal.
+    """
+    import numpy as np
+    import optuna
+
+    out = Path(args.storage).parent
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(args.storage))
+    trials = optuna.load_study(storage=backend, study_name=args.study).trials
+    finished = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    top = sorted(finished, key=lambda t: -t.value)[: args.top]  # type: ignore[operator]
+    jobs = []
+    for trial in top:
+        for seed in args.seeds:
+            folder = out / "_rerank" / f"trial{trial.number}_seed{seed}"
+            command = [
+                sys.executable, "-m", "rl_zoo3.train", "--algo", "clippedppo", "--env", args.env, "--storage", args.storage,
+                "--study-name", args.study, "--trial-id", str(trial.number), "-n", str(args.n_timesteps), "--seed", str(seed),
+                "--eval-freq", str(args.n_timesteps // args.n_evaluations), "--eval-episodes", str(args.eval_episodes),
+                "--num-threads", "1", "-f", str(folder),
+            ]  # fmt: skip
+            if args.env.startswith("dm_control/"):
+                command += ["--gym-packages", "shimmy"]
+            jobs.append((trial, seed, folder, command))
+    results: dict[int, list[float]] = {t.number: [float(t.value)] for t in top}  # type: ignore[arg-type]
+    for start in range(0, len(jobs), args.workers):
+        batch = jobs[start : start + args.workers]
+        processes = [(job, subprocess.Popen(job[3], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)) for job in batch]
+        for (trial, seed, folder, command), process in processes:
+            if process.wait() != 0:
+                raise RuntimeError(f"{' '.join(command)} failed with exit code {process.returncode}")
+            evaluations = next(folder.rglob("evaluations.npz"))
+            results[trial.number].append(float(np.load(evaluations)["results"][-1].mean()))
+            print(f"trial {trial.number} seed {seed}: {results[trial.number][-1]:.1f}", flush=True)
+    with open(out / "rerank.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["trial", "mean", "search_value", *(f"seed_{seed}" for seed in args.seeds)])
+        for number, values in sorted(results.items(), key=lambda item: -float(np.mean(item[1]))):
+            writer.writerow([number, f"{np.mean(values):.1f}", *(f"{v:.1f}" for v in values)])
+    print((out / "rerank.csv").read_text())
+
+
+def dump_trials(storage: str, study: str, path: Path) -> None:
+    """Every trial of the study, one row each, to ``path`` (CSV)."""
+    import optuna
+
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    trials = optuna.load_study(storage=backend, study_name=study).trials
+    names = sorted({name for trial in trials for name in trial.params})
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["number", "state", "value", "duration_s", "last_report_step", *names])
+        for trial in trials:
+            duration = trial.duration.total_seconds() if trial.duration else ""
+            last_step = max(trial.intermediate_values) if trial.intermediate_values else ""
+            writer.writerow([trial.number, trial.state.name, trial.value, duration, last_step,
+                             *(trial.params.get(name, "") for name in names)])  # fmt: skip
+    print(f"{len(trials)} trials written to {path}")
+
+
+def best_block(storage: str, study: str, number: int | None = None) -> str:
+    """The settings of trial ``number`` (default: the best), as the lines of a ``hyperparams/clippedppo.yml`` entry."""
+    import optuna
+
+    backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    loaded = optuna.load_study(storage=backend, study_name=study)
+    trial = loaded.best_trial if number is None else loaded.trials[number]
+    params = dict(trial.params)
+    which = "best of study" if number is None else "study"
+    lines = [f"# {which} {study!r}: trial {trial.number}, value {trial.value:.1f}"]
+    lines.append(f"n_steps: {2 ** params.pop('n_steps_pow')}")
+    lines.append(f"batch_size: {2 ** params.pop('batch_size_pow')}")
+    lines.append(f"gamma: {1 - params.pop('one_minus_gamma'):.6g}")
+    lines.append(f"gae_lambda: {1 - params.pop('one_minus_gae_lambda'):.6g}")
+    learning_rate, ent_coef = params.pop("learning_rate"), params.pop("ent_coef")
+    linear_lr = params.pop("learning_rate_schedule", "constant") == "linear"
+    lines.append(f"learning_rate: {'lin_' if linear_lr else ''}{learning_rate:.6g}")
+    multiplier = params.pop("vf_lr_multiplier", 1)
+    if multiplier != 1:
+        lines.append(f"vf_learning_rate: {'lin_' if linear_lr else ''}{learning_rate * multiplier:.6g}")
+    lines.append(f"ent_coef: {'lin_' if params.pop('ent_coef_schedule', 'constant') == 'linear' else ''}{ent_coef:.6g}")
+    policy_kwargs = {
+        "log_std_init": params.pop("log_std_init"),
+        "ortho_init": params.pop("ortho_init"),
+        "activation_fn": {"tanh": "nn.Tanh", "relu": "nn.ReLU", "elu": "nn.ELU"}[params.pop("activation_fn")],
+        "net_arch": {
+            "tiny": "dict(pi=[64], vf=[64])",
+            "small": "dict(pi=[64, 64], vf=[64, 64])",
+            "medium": "dict(pi=[256, 256], vf=[256, 256])",
+        }[params.pop("net_arch")],  # fmt: skip
+    }
+    for name in ("state_dependent_std", "normalize_observations"):
+        if params.get(name):
+            policy_kwargs[name] = True
+        params.pop(name, None)
+    for name, value in sorted(params.items()):
+        lines.append(f"{name}: {'null' if value is None else value}")
+    lines.append('policy_kwargs: "dict(' + ", ".join(f"{k}={v}" for k, v in policy_kwargs.items()) + ')"')
+    return "\n".join(lines)
+
+
+def search_main(argv: list[str]) -> None:
+    """``python -m benchmarks.run search ...``: the hyperparameter search's subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run search", description=SEARCH_DOC.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SEARCH_DOC)
+    commands = parser.add_subparsers(dest="command", required=True)
+    begin = commands.add_parser("start", help="create the study, enqueue the starting points, run the workers")
+    begin.add_argument("--env", required=True)
+    begin.add_argument("--study", required=True)
+    begin.add_argument("--out", required=True, help="folder of the study's journal (study.log), logs and trials.csv")
+    begin.add_argument("--trials", type=int, default=50, help="trials in the study, all workers together")
+    begin.add_argument("--workers", type=int, default=2, help="worker processes on this machine (one per core)")
+    begin.add_argument("--n-timesteps", type=int, default=300_000, help="steps per trial")
+    begin.add_argument("--n-evaluations", type=int, default=3, help="evaluations per trial (for the median pruner)")
+    begin.add_argument("--eval-episodes", type=int, default=5)
+    begin.add_argument("--seed", type=int, default=0, help="seed of the first worker (the others: +1, +2, ...)")
+    again = commands.add_parser("rerank", help="train the best trials again with other seeds; rank by the mean")
+    again.add_argument("--storage", required=True)
+    again.add_argument("--study", required=True)
+    again.add_argument("--env", required=True)
+    again.add_argument("--top", type=int, default=3)
+    again.add_argument("--seeds", type=int, nargs="+", default=[101, 102])
+    again.add_argument("--workers", type=int, default=2)
+    again.add_argument("--n-timesteps", type=int, default=300_000)
+    again.add_argument("--n-evaluations", type=int, default=3)
+    again.add_argument("--eval-episodes", type=int, default=5)
+    for name in ("dump", "best"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--storage", required=True, help="the study's journal file")
+        sub.add_argument("--study", required=True)
+        if name == "dump":
+            sub.add_argument("--out", help="CSV file (default: trials.csv beside the journal)")
+        else:
+            sub.add_argument("--trial", type=int, help="this trial rather than the best")
+    args = parser.parse_args(argv)
+    if args.command == "start":
+        if args.trials < 1 or args.workers < 1 or args.n_timesteps < 1 or args.n_evaluations < 1:
+            parser.error("--trials, --workers, --n-timesteps and --n-evaluations must be >= 1")
+        start_search(args)
+    elif args.command == "rerank":
+        rerank(args)
+    elif args.command == "dump":
+        dump_trials(args.storage, args.study, Path(args.out) if args.out else Path(args.storage).parent / "trials.csv")
+    else:
+        print(best_block(args.storage, args.study, args.trial))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-"""Throughput of ClippedPPO against Stable-Baselines3's PPO on identical settings (CPU), at three thread settings.
+"""Throughput of ClippedPPO against Stable-Baselines3's PPO at equal settings (CPU), at three thread settings; or of two
+versions of ClippedPPO (``--versions``).
 
-Each measurement is one fresh child process that builds a model and times one ``learn`` call, split into rollout
+Each measurement is one fresh child process that builds a model from a Zoo entry (:mod:`benchmarks.builder`, the
+environments and ``VecNormalize`` arguments of ``rl_zoo3.train``) and times one ``learn`` call, split into rollout
 collection (from ``on_rollout_start`` to ``on_rollout_end``) and the rest (the update, and logging), with the CPU time
 of the ``learn`` call summed over all the process's threads; its peak resident memory comes from the operating system
 (``wait4``). Algorithms alternate A B A B ... for ``--reps`` repetitions, so that a drift in the machine's speed hits
@@ -11,22 +13,28 @@ Thread settings (``--threads``, no environment variable is set for the child):
 - ``1``: ``torch.set_num_threads(1)`` (what the RL Zoo's ``--num-threads 1`` does), the controlled setting;
 - ``all``: ``torch.set_num_threads(os.cpu_count())``, every logical core.
 
-Settings:
-- ``sb3-defaults``: SB3's default PPO arguments (2048 steps, batch 64, 10 epochs, 64x64 tanh), no normalization.
-- ``zoo``: the RL Zoo's HalfCheetah-v4 block (VecNormalize, 512 steps, batch 64, 20 epochs, 256x256 ReLU).
-- ``cnn``: ``CnnPolicy`` (SB3's NatureCNN) on SB3's ``FakeImageEnv`` (84x84 images with 4 channels, as four stacked
-  Atari frames; 6 discrete actions; random images, so the environment costs next to nothing) with the RL Zoo's Atari
-  PPO settings (8 environments, 128 steps, batch 256, 4 epochs, learning rate 2.5e-4, clip range 0.1, entropy
-  coefficient 0.01). ClippedPPO trains it through autograd (the fast path is for MLPs).
+Settings (``--settings``; each the same entry for both algorithms):
+- ``zoo``: the RL Zoo's HalfCheetah-v4 entry (``benchmarks/hyperparams.yml``: VecNormalize, 512 steps, batch 64, 20
+  epochs, 256x256 ReLU);
+- ``shipped``: ClippedPPO's shipped HalfCheetah-v4 entry (``hyperparams/clippedppo.yml``: 16 environments x 32 steps,
+  batch 256, 10 epochs);
+- ``sb3-defaults``: SB3's default PPO arguments on HalfCheetah-v4 (``benchmarks/settings.yml``: 2048 steps, batch 64,
+  10 epochs, 64x64 tanh, no normalization);
+- ``cnn``: ``CnnPolicy`` on SB3's ``FakeImageEnv`` with the RL Zoo's Atari PPO settings (``benchmarks/settings.yml``).
+  ClippedPPO trains it through autograd (the fast path is for MLPs).
 
 ``--zoo-command`` also times the command users run, ``python -m rl_zoo3.train --algo ALGO --env HalfCheetah-v4 --seed
-REP -n STEPS`` (each algorithm's shipped hyperparameters: ``hyperparams/clippedppo.yml`` and the Zoo's ``ppo.yml``;
-default threads; no evaluation before 25,000 steps), alternating the two algorithms, and reads the last ``time/fps``
-from each log.
+REP -n STEPS``, alternating the two algorithms, and reads the last ``time/fps`` from each log. Each algorithm then
+trains with its own shipped entry (``hyperparams/clippedppo.yml`` and the Zoo's ``ppo.yml``): that ratio compares two
+sets of hyperparameters, not two implementations.
 
-Example::
+``--versions BEFORE`` measures ClippedPPO only, in this checkout ("after") and in the checkout ``BEFORE`` (its
+``sb3_clippedppo`` imported first; the benchmark code is this checkout's), alternating: did a change cost speed? The
+report gives each pair's ratio after / before.
 
-    python -m benchmarks.throughput --reps 5 --zoo-command --out benchmarks/results/throughput
+Example (the README's speed table)::
+
+    python -m benchmarks.throughput --reps 5 --threads default 1 --zoo-command --out benchmarks/results/throughput/threads
 
 writes ``throughput.json`` and ``throughput.txt`` into ``--out`` (refusing to overwrite them).
 """
@@ -43,21 +51,22 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import machine_info, zoo_hyperparams
+from benchmarks import builder
 
-ALGOS = ("clippedppo", "ppo")
+ALGOS = builder.ALGORITHMS
 THREADS = ("default", "1", "all")  # in the report's order: what users get first
 ZOO_COMMAND_ENV = "HalfCheetah-v4"
 ZOO_COMMAND_STEPS = 20 * 512
 CPU_HEADER = "CPU s (all threads)"
 SETTINGS = {
-    # name: (zoo block, None for SB3 defaults, or "cnn"; timesteps per measurement)
-    "sb3-defaults": (None, 6 * 2048),
-    "zoo": ("HalfCheetah-v4", 12 * 512),
-    "cnn": ("cnn", 3 * 8 * 128),
+    # name: (hyperparameter file, entry, timesteps per measurement)
+    "sb3-defaults": (builder.SETTINGS_YML, "HalfCheetah-v4", 6 * 2048),
+    "zoo": (builder.HYPERPARAMS_YML, "HalfCheetah-v4", 12 * 512),
+    "shipped": (builder.SHIPPED_YML, "HalfCheetah-v4", 12 * 512),
+    "cnn": (builder.SETTINGS_YML, builder.FAKE_IMAGE_ENV, 3 * 8 * 128),
 }
-# The RL Zoo's PPO settings for Atari (hyperparams/ppo.yml, atari block), with constant rates
-ATARI_PPO = dict(n_steps=128, n_epochs=4, batch_size=256, learning_rate=2.5e-4, clip_range=0.1, vf_coef=0.5, ent_coef=0.01)
+DEFAULT_SETTINGS = ("zoo", "shipped", "sb3-defaults", "cnn")
+VERSIONS = ("after", "before")
 
 
 def torch_threads(threads: str) -> int | None:
@@ -67,33 +76,29 @@ def torch_threads(threads: str) -> int | None:
     return {"default": None, "1": 1, "all": os.cpu_count() or 1}[threads]
 
 
-def child(algo: str, setting: str, timesteps: int, seed: int, threads: str = "1") -> dict:
-    """Build and time one model in this process, with the thread setting ``threads``; returns the figures."""
+def child(algo: str, setting: str, timesteps: int, seed: int, threads: str = "1", package_from: str = "") -> dict:
+    """
+    Build and time one model in this process, with the thread setting ``threads``; returns the figures.
+
+    :param algo: ``clippedppo`` or ``ppo``.
+    :param setting: a key of :data:`SETTINGS`.
+    :param timesteps: the steps of the ``learn`` call.
+    :param seed: the model's seed.
+    :param threads: a thread setting (:data:`THREADS`).
+    :param package_from: a checkout whose ``sb3_clippedppo`` to import instead of this one's (``--versions``).
+    """
+    if package_from:
+        sys.path.insert(0, package_from)  # before sb3_clippedppo is first imported (benchmarks.builder imports it late)
     import torch as th
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    import sb3_clippedppo
 
     count = torch_threads(threads)
     if count is not None:
         th.set_num_threads(count)
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    from sb3_clippedppo import ClippedPPO
-
-    block, _ = SETTINGS[setting]
-    policy = "MlpPolicy"
-    if block == "cnn":
-        from stable_baselines3.common.envs import FakeImageEnv
-
-        policy, hyperparams = "CnnPolicy", ATARI_PPO
-        env = make_vec_env(lambda: FakeImageEnv(action_dim=6, n_channels=4), n_envs=8, seed=seed)
-    else:
-        hyperparams, normalize = zoo_hyperparams(block) if block else ({}, False)
-        env = make_vec_env("HalfCheetah-v4", n_envs=1, seed=seed)
-        if normalize:
-            env = VecNormalize(env)
-    model = (ClippedPPO if algo == "clippedppo" else PPO)(policy, env, seed=seed, device="cpu", **hyperparams)
+    conf, env_id, _ = SETTINGS[setting]
+    model = builder.build(algo, builder.read_entry(env_id, conf), seed=seed)
 
     class RolloutTimer(BaseCallback):
         def __init__(self) -> None:
@@ -127,13 +132,15 @@ def child(algo: str, setting: str, timesteps: int, seed: int, threads: str = "1"
         "update_s": learn_s - timer.rollout_s,
         "cpu_s": cpu_s,
         "steps_per_s": model.num_timesteps / learn_s,
+        "package": str(Path(sb3_clippedppo.__file__).resolve().parent),
     }
 
 
-def measure(algo: str, setting: str, timesteps: int, seed: int, threads: str) -> dict:
+def measure(algo: str, setting: str, timesteps: int, seed: int, threads: str, package_from: str = "") -> dict:
     """Run :func:`child` in a fresh interpreter; adds its peak RSS (MiB)."""
-    command = [sys.executable, "-m", "benchmarks.throughput", "--child", algo, setting, str(timesteps), str(seed), threads]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "benchmarks.throughput", "--child", algo, setting, str(timesteps), str(seed), threads,
+               package_from]  # fmt: skip
+    process = subprocess.Popen(command, cwd=builder.ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
     stdout, stderr = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -170,24 +177,31 @@ def ratio_range(numerators: list[float], denominators: list[float]) -> dict:
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
-def summarize(runs: list[dict]) -> dict:
-    """Per thread setting and setting: medians per algorithm and the per-pair ratio ClippedPPO / PPO."""
+def summarize(runs: list[dict], names: tuple[str, str] = ALGOS, key: str = "algo") -> dict:
+    """
+    Per thread setting and setting: medians per algorithm (or version) and the per-pair ratio of the first over the second.
+
+    :param runs: the measurements.
+    :param names: the two values of ``key`` compared (ClippedPPO and PPO, or after and before).
+    :param key: what tells the two apart: ``algo`` or ``version``.
+    """
     summary: dict = {}
     for threads in [t for t in THREADS if any(r["threads"] == t for r in runs)]:
         for setting in sorted({r["setting"] for r in runs if r["threads"] == threads}):
             by_algo = {
-                algo: [r for r in runs if r["threads"] == threads and r["setting"] == setting and r["algo"] == algo]
-                for algo in ALGOS
+                name: [r for r in runs if r["threads"] == threads and r["setting"] == setting and r[key] == name]
+                for name in names
             }
             entry: dict = {}
             for algo, rs in by_algo.items():
                 entry[algo] = {
-                    key: statistics.median(r[key] for r in rs)
-                    for key in ("steps_per_s", "learn_s", "rollout_s", "update_s", "cpu_s", "peak_rss_mib", "torch_threads")
+                    figure: statistics.median(r[figure] for r in rs)
+                    for figure in ("steps_per_s", "learn_s", "rollout_s", "update_s", "cpu_s", "peak_rss_mib", "torch_threads")
                 }
                 entry[algo]["steps_per_s_all"] = [round(r["steps_per_s"], 1) for r in rs]
-            for key in ("steps_per_s", "rollout_s", "update_s", "peak_rss_mib"):
-                entry[f"ratio_{key}"] = ratio_range([r[key] for r in by_algo["clippedppo"]], [r[key] for r in by_algo["ppo"]])
+            first, second = (by_algo[name] for name in names)
+            for figure in ("steps_per_s", "rollout_s", "update_s", "peak_rss_mib"):
+                entry[f"ratio_{figure}"] = ratio_range([r[figure] for r in first], [r[figure] for r in second])
             summary.setdefault(threads, {})[setting] = entry
     return summary
 
@@ -202,8 +216,10 @@ def summarize_zoo_command(runs: list[dict]) -> dict:
     return entry
 
 
-def format_report(summary: dict, zoo: dict | None, meta: dict) -> str:
+def format_report(summary: dict, zoo: dict | None, meta: dict, names: tuple[str, str] = ALGOS) -> str:
+    """The text report: the Zoo command's fps, then a table per thread setting and setting (``names``: the rows)."""
     machine = meta["machine"]
+    label = "ClippedPPO / PPO" if names == ALGOS else f"ClippedPPO {names[0]} / {names[1]}"
     lines = [
         f"# Throughput, CPU ({meta['reps']} alternating repetitions per algorithm)",
         f"command: {meta['command']}",
@@ -226,21 +242,21 @@ def format_report(summary: dict, zoo: dict | None, meta: dict) -> str:
         for setting, entry in settings.items():
             environment = "FakeImageEnv 84x84x4, CnnPolicy" if setting == "cnn" else "HalfCheetah-v4, MlpPolicy"
             lines.append(
-                f"## threads {threads} (torch {entry['clippedppo']['torch_threads']}), {setting}: {environment} "
+                f"## threads {threads} (torch {entry[names[0]]['torch_threads']}), {setting}: {environment} "
                 f"({meta['timesteps'][setting]} steps per learn call)"
             )
             lines.append(f"| algorithm | steps/s (median) | learn s | rollout s | update s | {CPU_HEADER} | peak RSS MiB |")
             lines.append("|---|---|---|---|---|---|---|")
-            for algo in ALGOS:
+            for algo in names:
                 e = entry[algo]
                 lines.append(
                     f"| {algo} | {e['steps_per_s']:.0f} | {e['learn_s']:.2f} | {e['rollout_s']:.2f} | {e['update_s']:.2f} "
                     f"| {e['cpu_s']:.2f} | {e['peak_rss_mib']:.0f} |"
                 )
-            for key, label in (("steps_per_s", "steps/s"), ("rollout_s", "rollout time"), ("update_s", "update time"),
-                               ("peak_rss_mib", "peak RSS")):  # fmt: skip
-                r = entry[f"ratio_{key}"]
-                lines.append(f"- ClippedPPO / PPO {label}: median {r['median']:.2f} (range {r['min']:.2f}-{r['max']:.2f})")
+            for figure, name in (("steps_per_s", "steps/s"), ("rollout_s", "rollout time"), ("update_s", "update time"),
+                                 ("peak_rss_mib", "peak RSS")):  # fmt: skip
+                r = entry[f"ratio_{figure}"]
+                lines.append(f"- {label} {name}: median {r['median']:.2f} (range {r['min']:.2f}-{r['max']:.2f})")
             lines.append("")
     return "\n".join(lines)
 
@@ -249,24 +265,38 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
         algo, setting, timesteps, seed, threads = argv[1], argv[2], int(argv[3]), int(argv[4]), argv[5]
-        print(json.dumps(child(algo, setting, timesteps, seed, threads)))
+        print(json.dumps(child(algo, setting, timesteps, seed, threads, argv[6] if len(argv) > 6 else "")))
         return {}
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(DEFAULT_SETTINGS))
     parser.add_argument("--threads", nargs="+", choices=THREADS, default=list(THREADS), help="thread settings")
     parser.add_argument("--reps", type=int, default=3, help="repetitions per algorithm (>= 3 for the report)")
     parser.add_argument("--timesteps-scale", type=float, default=1.0, help="scale the steps per learn call")
-    parser.add_argument("--zoo-command", action="store_true", help="also time the RL Zoo command (see the docstring)")
+    parser.add_argument("--zoo-command", action="store_true", help="also time the RL Zoo command (see above)")
+    parser.add_argument("--versions", type=Path, metavar="BEFORE",
+                        help="compare ClippedPPO in this checkout with the checkout BEFORE instead of with SB3's PPO")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True, help="folder for throughput.json and throughput.txt")
     args = parser.parse_args(argv)
+    if args.reps < 1 or args.timesteps_scale <= 0:
+        parser.error(f"--reps must be >= 1 and --timesteps-scale > 0, got {args.reps} and {args.timesteps_scale}")
+    if args.versions is not None and not (args.versions / "sb3_clippedppo" / "__init__.py").is_file():
+        parser.error(f"--versions {args.versions}: no sb3_clippedppo package there")
+    if args.versions is not None and args.zoo_command:
+        parser.error("--versions compares ClippedPPO with itself: it takes no --zoo-command")
     json_path, text_path = args.out / "throughput.json", args.out / "throughput.txt"
     if json_path.exists() or text_path.exists():
         parser.error(f"{json_path} or {text_path} exists; refusing to overwrite")
 
-    timesteps = {s: max(1, int(SETTINGS[s][1] * args.timesteps_scale)) for s in args.settings}
+    timesteps = {s: max(1, int(SETTINGS[s][2] * args.timesteps_scale)) for s in args.settings}
     zoo_steps = max(512, int(ZOO_COMMAND_STEPS * args.timesteps_scale))
     threads_order = [t for t in THREADS if t in args.threads]
+    # (name, algo, the package's checkout) of the two sides, in the order they alternate
+    sides = [(algo, algo, "") for algo in ALGOS]
+    if args.versions is not None:
+        sides = [("after", "clippedppo", str(builder.ROOT)), ("before", "clippedppo", str(args.versions.resolve()))]
     runs, zoo_runs = [], []
     for rep in range(args.reps):
         if args.zoo_command:
@@ -275,13 +305,13 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"rep {rep} zoo command {algo:10s} {zoo_runs[-1]['fps']:8d} fps", flush=True)
         for threads in threads_order:
             for setting in args.settings:
-                for algo in ALGOS:  # A B A B ...
-                    figures = measure(algo, setting, timesteps[setting], args.seed + rep, threads)
-                    figures["rep"] = rep
+                for name, algo, checkout in sides:  # A B A B ...
+                    figures = measure(algo, setting, timesteps[setting], args.seed + rep, threads, checkout)
+                    figures.update(rep=rep, version=name)
                     runs.append(figures)
-                    print(f"rep {rep} threads {threads:7s} {setting:12s} {algo:10s} {figures['steps_per_s']:8.0f} steps/s",
+                    print(f"rep {rep} threads {threads:7s} {setting:12s} {name:10s} {figures['steps_per_s']:8.0f} steps/s",
                           flush=True)  # fmt: skip
-    machine = machine_info()
+    machine = builder.machine_info()
     meta = {
         "command": "python -m benchmarks.throughput " + " ".join(argv),
         "reps": args.reps,
@@ -289,9 +319,12 @@ def main(argv: list[str] | None = None) -> dict:
         "zoo_command_steps": zoo_steps if args.zoo_command else None,
         "machine": {**machine, "default_torch_threads": machine.pop("torch_threads")},
     }
-    summary = summarize(runs)
+    names = VERSIONS if args.versions is not None else ALGOS
+    if args.versions is not None:
+        meta["versions"] = {"after": builder.git_commit(builder.ROOT), "before": builder.git_commit(args.versions.resolve())}
+    summary = summarize(runs, names, "version")
     zoo = summarize_zoo_command(zoo_runs) if args.zoo_command else None
-    report = format_report(summary, zoo, meta)
+    report = format_report(summary, zoo, meta, names)
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({"meta": meta, "summary": summary, "zoo_command": zoo, "runs": runs,
                                      "zoo_command_runs": zoo_runs}, indent=2) + "\n")  # fmt: skip

@@ -29,6 +29,7 @@ and the report's time-to-return table and figure are rebuilt from it (:mod:`benc
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
-from benchmarks.common import ROOT, machine_info
+from benchmarks.builder import ROOT, machine_info
 
 # The callback's record in the Zoo's run folder (exact seconds per evaluation, read by benchmarks.dataset)
 RUN_FOLDER_RECORD = "time_to_return.json"
@@ -173,6 +174,7 @@ def run_one(name: str, algo: str, conf: str | None, seed: int, args: argparse.Na
     record = dict(variant=name, algo=algo, conf=conf, env=args.env, seed=seed, command="python " + " ".join(command),
                   status="finished" if result.returncode == 0 else f"failed (exit {result.returncode})",
                   minutes_to_threshold=None if seconds is None else seconds / 60, process_seconds=wall,
+                  followed_minutes=evaluations.get("seconds", wall) / 60,
                   **{"machine": machine_info(), **evaluations})  # fmt: skip  (the training process's machine, if recorded)
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     shown = "not reached" if seconds is None else f"{seconds / 60:.2f} min"
@@ -182,21 +184,66 @@ def run_one(name: str, algo: str, conf: str | None, seed: int, args: argparse.Na
 
 def median_minutes(minutes: list[float | None]) -> float | None:
     """The median over seeds, a seed that never reached the threshold counting as slower than every seed that did (None
-    when that is the median)."""
+    when that is the median: the median is censored)."""
     ordered = sorted(m for m in minutes if m is not None) + [float("inf")] * sum(m is None for m in minutes)
     median = statistics.median(ordered) if ordered else float("inf")
     return None if median == float("inf") else median
+
+
+def horizon(minutes: list[float | None], followed: list[float]) -> float:
+    """
+    How long every seed's state is known: a seed that reached the threshold is known for good; one that did not, up to
+    the minutes it was followed. The shortest such time (with every seed reached, the last crossing).
+
+    :param minutes: each seed's minutes to the threshold (None: not reached).
+    :param followed: each seed's minutes of training.
+    """
+    unreached = [f for m, f in zip(minutes, followed, strict=True) if m is None]
+    return min(unreached) if unreached else max((m for m in minutes if m is not None), default=0.0)
+
+
+def reached_by_minute(minutes: list[float | None], followed: list[float]) -> list[dict[str, float]]:
+    """
+    How many seeds had reached the threshold by each whole minute, as long as every seed's state is known
+    (:func:`horizon`: the survival-style estimate, whose censoring is all at the end, is then the count over the seeds).
+
+    :param minutes: each seed's minutes to the threshold (None: not reached).
+    :param followed: each seed's minutes of training (how long it was watched).
+    :return: ``[{"minute", "reached", "fraction"}]`` for minutes 0, 1, ... up to the horizon (rounded up when every seed
+        reached the threshold).
+    """
+    known = horizon(minutes, followed)
+    last = math.ceil(known) if all(m is not None for m in minutes) else math.floor(known)
+    rows = []
+    for minute in range(last + 1):
+        reached = sum(m is not None and m <= minute for m in minutes)
+        rows.append({"minute": minute, "reached": reached, "fraction": reached / len(minutes)})
+    return rows
+
+
+def median_cell(median: float | None, minutes: list[float | None], followed: list[float]) -> str:
+    """
+    The table's median cell: the median, or, when it is censored, ``> T min (k of n reached)`` where T is the shortest
+    time a seed that did not reach the threshold was followed (the median lies beyond it).
+    """
+    if median is not None:
+        return f"{median:.2f}"
+    unreached = [f for m, f in zip(minutes, followed, strict=True) if m is None]
+    bound = math.floor(min(unreached) * 10) / 10
+    reached = sum(m is not None for m in minutes)
+    return f"> {bound:g} min ({reached} of {len(minutes)} reached)"
 
 
 def table(records: list[dict[str, Any]], threshold: float) -> tuple[list[str], dict[str, Any]]:
     """
     The markdown table of minutes to the threshold (a row per variant, in the records' order) and its numbers.
 
-    :param records: runs as ``{"variant", "minutes_to_threshold" (None: not reached), "evaluations": [{"timesteps",
-        "seconds", "mean_return"}]}``.
+    :param records: runs as ``{"variant", "minutes_to_threshold" (None: not reached), "followed_minutes" (how long the
+        run trained), "evaluations": [{"timesteps", "seconds", "mean_return"}]}``.
     :param threshold: the return.
-    :return: ``(lines, {"threshold", "variants": {name: {"median_minutes", "reached", "seeds", "minutes",
-        "steps_to_threshold"}}})``.
+    :return: ``(lines, {"threshold", "variants": {name: {"median_minutes" (None when censored), "median", "reached",
+        "seeds", "minutes", "followed_minutes", "steps_to_threshold", "reached_by_minute", "ratio_to_first" (this row's
+        median over the first row's, None unless both exist)}}})``.
     """
     variants: dict[str, list[dict[str, Any]]] = {}
     for record in records:
@@ -204,17 +251,23 @@ def table(records: list[dict[str, Any]], threshold: float) -> tuple[list[str], d
     summary: dict[str, Any] = {"threshold": threshold, "variants": {}}
     lines = ["| variant | median minutes | seeds that reached it | minutes per seed | steps per seed (thousands) |",
              "|---|---|---|---|---|"]  # fmt: skip
-    for name, runs in variants.items():
+    first: float | None = None
+    for index, (name, runs) in enumerate(variants.items()):
         minutes = [run["minutes_to_threshold"] for run in runs]
+        followed = [run.get("followed_minutes", run.get("seconds", 0.0) / 60) for run in runs]
         steps = [next((e["timesteps"] for e in run["evaluations"] if e["mean_return"] >= threshold), None) for run in runs]
         median = median_minutes(minutes)
+        first = median if index == 0 else first
         reached = sum(m is not None for m in minutes)
-        summary["variants"][name] = dict(median_minutes=median, reached=reached, seeds=len(minutes), minutes=minutes,
-                                         steps_to_threshold=steps)  # fmt: skip
-        shown = "-" if median is None else f"{median:.2f}"
+        cell = median_cell(median, minutes, followed)
+        ratio = None if median is None or first is None else median / first
+        summary["variants"][name] = dict(median_minutes=median, median=cell, reached=reached, seeds=len(minutes),
+                                         minutes=minutes, followed_minutes=followed, steps_to_threshold=steps,
+                                         reached_by_minute=reached_by_minute(minutes, followed),
+                                         ratio_to_first=ratio)  # fmt: skip
         per_seed = ", ".join("-" if m is None else f"{m:.2f}" for m in minutes)
         per_seed_steps = ", ".join("-" if s is None else f"{s / 1000:.0f}" for s in steps)
-        lines.append(f"| {name} | {shown} | {reached}/{len(minutes)} | {per_seed} | {per_seed_steps} |")
+        lines.append(f"| {name} | {cell} | {reached}/{len(minutes)} | {per_seed} | {per_seed_steps} |")
     return lines, summary
 
 
@@ -222,7 +275,8 @@ def summarize(records: list[dict[str, Any]], threshold: float, out: Path) -> dic
     """Median minutes to the threshold per variant (over seeds that reached it, with the count), a table and a figure."""
     lines, summary = table(records, threshold)
     lines = [f"Time to a mean deterministic evaluation return of {threshold:g} (wall-clock minutes from the start of "
-             "training, evaluations included; a seed that never reached it counts as the slowest)", "", *lines]  # fmt: skip
+             "training, evaluations included; a seed that never reached it counts as the slowest, and a median that "
+             "falls on such a seed is censored: '> T min')", "", *lines]  # fmt: skip
     if records:
         machine = records[0]["machine"]
         lines += ["", f"Machine: {machine['cpu']}, {machine['cores']} cores, torch's default threads "
@@ -237,29 +291,44 @@ def summarize(records: list[dict[str, Any]], threshold: float, out: Path) -> dic
 
 
 def plot(variants: dict[str, list[dict[str, Any]]], threshold: float, path: Path) -> None:
-    """Mean evaluation return against wall-clock minutes, one line per run, one colour per variant."""
+    """
+    Left: mean evaluation return against wall-clock minutes, one line per run, one colour per variant. Right: the
+    fraction of seeds that had reached the threshold by each minute (a step per seed that reached it), as long as every
+    seed's state is known (:func:`horizon`).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (curves, reached) = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     for index, (name, runs) in enumerate(variants.items()):
         color = f"C{index}"
         for number, run in enumerate(runs):
             evaluations = run.get("evaluations", [])
             minutes = [e["seconds"] / 60 for e in evaluations]
-            ax.plot(minutes, [e["mean_return"] for e in evaluations], color=color, alpha=0.7,
-                    label=f"{name} ({len(runs)} seeds)" if number == 0 else None)  # fmt: skip
-    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1)
-    ax.set(xlabel="wall-clock minutes (evaluations included)", ylabel="mean evaluation return (10 episodes)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)  # below the axes: the curves stay visible
+            curves.plot(minutes, [e["mean_return"] for e in evaluations], color=color, alpha=0.7,
+                        label=f"{name} ({len(runs)} seeds)" if number == 0 else None)  # fmt: skip
+        times = [run["minutes_to_threshold"] for run in runs]
+        known = horizon(times, [run.get("followed_minutes", run.get("seconds", 0.0) / 60) for run in runs])
+        steps = sorted(t for t in times if t is not None and t <= known)
+        xs = [0.0, *steps, known]
+        ys = [0.0, *(k / len(runs) for k in range(1, len(steps) + 1)), len(steps) / len(runs)]
+        reached.step(xs, ys, where="post", color=color, label=f"{name}: {sum(t is not None for t in times)}/{len(runs)}")
+    curves.axhline(threshold, color="grey", linestyle="--", linewidth=1)
+    curves.set(xlabel="wall-clock minutes (evaluations included)", ylabel="mean evaluation return (10 episodes)")
+    curves.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)  # below the axes: the curves stay visible
+    reached.set(xlabel="wall-clock minutes", ylabel=f"fraction of seeds that reached {threshold:g}", ylim=(-0.02, 1.02))
+    reached.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # where a curve crosses it: the median
+    reached.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.time_to_return", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     parser.add_argument("--env", default="HalfCheetah-v4")
     parser.add_argument("--threshold", type=float, required=True, help="mean evaluation return that ends a run")
     parser.add_argument("--variants", nargs="+", type=parse_variant, default=[("clippedppo", "clippedppo", None)],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import report
-from benchmarks.common import SHIPPED_YML
+from benchmarks.builder import SHIPPED_YML
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP_ARGS = ["--algos", "clippedppo", "ppo", "--envs", "CartPole-v1", "--seeds", "0", "1", "--n-timesteps", "1024",

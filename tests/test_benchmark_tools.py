@@ -1,75 +1,81 @@
-"""The measurement commands of issues 25 and 27 run and report what they claim: benchmarks.update_flops (the update's
-GFLOP/s against a GEMM peak), benchmarks.export_latency (onnxruntime against predict and SB3's torch predict) and
-benchmarks.time_split (where the time of a learn call goes)."""
+"""The measurements of ``python -m benchmarks.profile`` run and report what they claim: ``split`` (where the time of a learn
+call goes), ``flops`` (the update's GFLOP/s against a GEMM peak), ``latency`` (onnxruntime against predict and SB3's torch
+predict) and ``cprofile``; each keeps an existing results file."""
 
 import json
 
 import pytest
-import torch as th
 
-from benchmarks import export_latency, update_flops
+from benchmarks import builder, profile
 
 pytestmark = pytest.mark.slow
 
 
-def test_flop_count_of_a_layer():
-    # forward 2*B*in*out, weight gradient 2*B*in*out, input gradient 2*B*in*out except for the first layer
-    assert update_flops.update_flops([(17, 256), (256, 6)], first_inputs=17, rows=64) == 4 * 64 * 17 * 256 + 6 * 64 * 256 * 6
-
-
-def test_update_flops_reports_a_fraction_of_the_peak(tmp_path):
-    results = update_flops.main(["--reps", "1", "--out", str(tmp_path / "flops.json")])
-    assert json.loads((tmp_path / "flops.json").read_text())["median_update_gflops"] == results["median_update_gflops"]
-    assert results["setting"]["fast_path"] and results["setting"]["linear_layers"][0] == (17, 256)
-    assert 0 < results["fraction_of_large_gemm_peak"] < 2
-
-
-def test_export_latency_writes_every_way(tmp_path):
-    assert export_latency.main(["--reps", "1", "--out", str(tmp_path / "latency.json")]) == 0
-    results = json.loads((tmp_path / "latency.json").read_text())
-    medians = results["threads_default"]["median_us_per_action"]
-    assert set(medians) == {"onnxruntime", "predict", "predict_torch"} and all(value > 0 for value in medians.values())
-    assert results["machine"]["versions"]["onnxruntime"]
-
-
 @pytest.fixture
 def pendulum_conf(tmp_path):
-    """A small hyperparameter file for time_split: Pendulum-v1, 2 environments, VecNormalize."""
+    """A small hyperparameter file: Pendulum-v1, 2 environments, VecNormalize with the entry's gamma."""
     conf = tmp_path / "pendulum.yml"
     conf.write_text("Pendulum-v1:\n  normalize: true\n  n_envs: 2\n  policy: 'MlpPolicy'\n  n_timesteps: 1000\n"
-                    "  n_steps: 64\n  batch_size: 64\n  n_epochs: 2\n")  # fmt: skip
+                    "  n_steps: 64\n  batch_size: 64\n  n_epochs: 2\n  gamma: 0.9\n")  # fmt: skip
     return conf
 
 
-def test_time_split_parts_add_up(pendulum_conf):
-    from benchmarks import time_split
+def test_flop_count_of_a_layer():
+    # forward 2*B*in*out, weight gradient 2*B*in*out, input gradient 2*B*in*out except for the first layer
+    assert profile.update_flops([(17, 256), (256, 6)], first_inputs=17, rows=64) == 4 * 64 * 17 * 256 + 6 * 64 * 256 * 6
 
-    seconds = time_split.measure("clippedppo", "Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0)
+
+def test_split_parts_add_up(pendulum_conf):
+    entry = builder.read_entry("Pendulum-v1", pendulum_conf)
+    seconds = profile.measure_split("clippedppo", entry, interval=512, eval_episodes=1, seed=0)
     # ``other`` is what is left of the total: negative if a part were counted twice (the evaluation runs inside the rollout)
     assert seconds["other"] >= 0 and min(seconds["rollout"], seconds["update"], seconds["evaluation"]) > 0
     assert 0 < seconds["rollout_env_steps"] < seconds["rollout"]
     assert 0 < seconds["evaluation_env_steps"] < seconds["evaluation"]
 
 
-def test_time_split_overlap_bound_runs_both_ways(pendulum_conf):
-    from benchmarks import time_split
+def test_split_command_alternates_the_algorithms(pendulum_conf, tmp_path):
+    out = tmp_path / "split.json"
+    results = profile.main(["split", "--env", "Pendulum-v1", "--conf", str(pendulum_conf), "--reps", "1", "--interval", "256",
+                            "--eval-episodes", "1", "--out", str(out)])  # fmt: skip
+    assert json.loads(out.read_text())["median_seconds"] == results["median_seconds"]
+    assert set(results["seconds"]) == {"clippedppo", "ppo"}
+    assert results["command"].startswith("python -m benchmarks.profile split")
+    medians = results["median_seconds"]
+    total = medians["ppo"]["total"] / medians["clippedppo"]["total"]
+    assert results["ratio_ppo_over_clippedppo"]["total"] == pytest.approx(total)
 
-    in_turn = time_split.measure_overlap("Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0, overlapped=False)
-    threads = th.get_num_threads()
-    beside = time_split.measure_overlap("Pendulum-v1", pendulum_conf, interval=512, eval_episodes=1, seed=0, overlapped=True)
-    assert th.get_num_threads() == threads  # the process's torch threads restored (it ran on one)
-    assert in_turn["waiting"] == 0 and in_turn["total"] > 0
-    # waiting is part of the total, measured around the forked process's answers
-    assert 0 < beside["waiting"] < beside["total"]
+
+def test_flops_reports_a_fraction_of_the_peak(tmp_path):
+    results = profile.main(["flops", "--reps", "1", "--out", str(tmp_path / "flops.json")])
+    assert json.loads((tmp_path / "flops.json").read_text())["median_update_gflops"] == results["median_update_gflops"]
+    setting = results["setting"]
+    assert setting["fast_path"] and setting["linear_layers"][0] == (17, 256) and setting["transitions"] == 16 * 32
+    assert 0 < results["fraction_of_large_gemm_peak"] < 2
+
+
+def test_latency_writes_every_way(tmp_path):
+    profile.main(["latency", "--reps", "1", "--out", str(tmp_path / "latency.json")])
+    results = json.loads((tmp_path / "latency.json").read_text())
+    medians = results["threads_default"]["median_us_per_action"]
+    assert set(medians) == set(profile.LATENCY_WAYS) and all(value > 0 for value in medians.values())
+    assert results["onnxruntime"]
+
+
+def test_cprofile_names_the_top_functions(pendulum_conf, capsys):
+    results = profile.main(["cprofile", "--env", "Pendulum-v1", "--conf", str(pendulum_conf), "--rollouts", "1", "--top", "5"])
+    assert results["setting"]["steps"] == 128 and "tottime" in results["profile"]
+    assert "steps/s" in capsys.readouterr().out
 
 
 def test_measurements_keep_an_existing_results_file(tmp_path, capsys):
-    from benchmarks import time_split
-
     out = tmp_path / "results.json"
     out.write_text("{}\n")
-    for main in (update_flops.main, export_latency.main, time_split.main):
+    for command in ("split", "flops", "latency"):
         with pytest.raises(SystemExit):  # a usage error, before anything is measured
-            main(["--reps", "1", "--out", str(out)])
+            profile.main([command, "--reps", "1", "--out", str(out)])
         assert "pass --overwrite" in capsys.readouterr().err
     assert out.read_text() == "{}\n"
+    with pytest.raises(SystemExit):
+        profile.main(["split", "--reps", "0"])
+    assert "--reps must be >= 1" in capsys.readouterr().err

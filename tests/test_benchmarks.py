@@ -1,4 +1,5 @@
-"""The benchmark sweep on a local Ray, the report builder and the throughput benchmark, on tiny settings."""
+"""The benchmark sweep on a local Ray (and its options sweep), the report builder, the sweep's scaling and the throughput
+benchmark (against SB3's PPO, and two versions), on tiny settings."""
 
 import gzip
 import json
@@ -12,8 +13,8 @@ import numpy as np
 import pytest
 import torch as th
 
-from benchmarks import options, report, run, scaling, throughput
-from benchmarks.common import SHIPPED_YML, zoo_hyperparams
+from benchmarks import dataset, report, run, throughput
+from benchmarks.builder import SHIPPED_YML
 from tests.sweep_utils import ROOT, SWEEP_ARGS, check_report, check_zoo_layout, records_of, sweep_command
 
 pytestmark = pytest.mark.slow  # needs the bench extra (Ray, the RL Zoo, rliable, DM Control)
@@ -109,8 +110,11 @@ def test_bad_arguments_are_rejected(tmp_path, capsys):
             run.main(["--out", str(tmp_path), *bad])
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        options.main(["--out", str(tmp_path), "--envs", "CartPole-v1"])
+        run.main(["--options", "--out", str(tmp_path), "--envs", "CartPole-v1"])
     assert "--envs CartPole-v1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run.main(["--options", "nope", "--out", str(tmp_path)])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
 
 
 def test_dry_run_lists_commands(sweep, capsys):
@@ -125,10 +129,14 @@ def test_dry_run_lists_commands(sweep, capsys):
 
 
 def test_options_sweep_is_one_sweep_with_the_overrides(tmp_path, capsys):
-    options.main(["--out", str(tmp_path), "--dry-run", "--seeds", "0", "--options", "kl_penalty", "vf_lr"])
+    run.main(["--out", str(tmp_path), "--dry-run", "--seeds", "0", "--options", "kl_penalty", "vf_lr"])
     lines = [line for line in capsys.readouterr().out.splitlines() if "would run" in line]
-    assert len(lines) == 4  # 2 options x 2 environments x 1 seed
+    assert len(lines) == 4  # 2 options x 2 environments x 1 seed, ClippedPPO only
+    assert all("--algo clippedppo" in line for line in lines)
     assert sum(f"-f {tmp_path / 'kl_penalty'}" in line and "policy_objective:'kl_penalty'" in line for line in lines) == 2
+    run.main(["--out", str(tmp_path), "--dry-run", "--seeds", "0", "--envs", "HalfCheetah-v4", "--options"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if "would run" in line]
+    assert len(lines) == len(run.OPTIONS)  # no option named: every option
 
 
 def test_report_from_tiny_sweep(sweep, tmp_path):
@@ -179,10 +187,12 @@ def test_steps_to_reach():
 
 def test_makespan_of_the_committed_runs():
     # Greedy list scheduling: 3 on one worker; 2 then 2 on the other; the last 1 on the first, free at 3
-    assert scaling.makespan([3.0, 2.0, 2.0, 1.0], 2) == 4.0 and scaling.makespan([3.0, 2.0, 2.0, 1.0], 1) == 8.0
+    assert dataset.makespan([3.0, 2.0, 2.0, 1.0], 2) == 4.0 and dataset.makespan([3.0, 2.0, 2.0, 1.0], 1) == 8.0
     # The committed sweep's and options' runs (66), from the dataset (benchmarks/results/runs.csv)
-    table = scaling.main(["--workers", "1", "4", "16", "64", "128"])
-    durations = [r["s"] for r in scaling.runs_of_variants([report.COMMITTED["main"], *report.COMMITTED["options"]])]
+    variants = [dataset.COMMITTED["main"], *dataset.COMMITTED["options"]]
+    table = "\n".join(dataset.scaling(variants, [1, 4, 16, 64, 128])["lines"])
+    durations = [r["s"] for r in dataset.runs_of_variants(variants)]
+    assert len(durations) == 66
     rows = {
         int(line.split("|")[1]): line.split("|")[2:] for line in table.splitlines() if line.startswith("| ") and "h |" in line
     }
@@ -222,28 +232,17 @@ def test_throughput_smoke(tmp_path):
         throughput.main(["--reps", "1", "--settings", "sb3-defaults", "--out", str(tmp_path)])
 
 
-def test_zoo_hyperparams_reads_the_zoo_block():
-    kwargs, normalize = zoo_hyperparams("HalfCheetah-v4")
-    assert normalize and kwargs["n_steps"] == 512 and kwargs["n_epochs"] == 20 and kwargs["learning_rate"] == 2.0633e-05
-    assert kwargs["policy_kwargs"]["net_arch"] == dict(pi=[256, 256], vf=[256, 256])
-    assert "n_timesteps" not in kwargs and "normalize" not in kwargs and "policy" not in kwargs
-    # The Zoo's loader: "lin_0.001" is a linear schedule of the remaining progress, as `rl_zoo3.train` makes it
-    kwargs, normalize = zoo_hyperparams("CartPole-v1", SHIPPED_YML)
-    assert not normalize and kwargs["learning_rate"](1.0) == pytest.approx(1e-3)
-    assert kwargs["learning_rate"](0.25) == pytest.approx(2.5e-4) and kwargs["clip_range"](0.5) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="Nope-v0"):
-        zoo_hyperparams("Nope-v0")
-
-
-def test_halfcheetah_acceptance_script_refuses_to_overwrite(tmp_path):
-    from benchmarks import halfcheetah_zoo_params
-
-    (tmp_path / "exists").mkdir()
+def test_throughput_compares_two_versions(tmp_path):
+    """``--versions BEFORE``: ClippedPPO of this checkout and of BEFORE alternate (here both this checkout)."""
+    summary = throughput.main(["--versions", str(ROOT), "--reps", "1", "--timesteps-scale", "0.1", "--settings",
+                               "sb3-defaults", "--threads", "1", "--out", str(tmp_path)])  # fmt: skip
+    entry = summary["1"]["sb3-defaults"]
+    assert set(entry) >= {"after", "before", "ratio_steps_per_s"}
+    ratio = entry["after"]["steps_per_s"] / entry["before"]["steps_per_s"]
+    assert entry["ratio_steps_per_s"]["median"] == pytest.approx(ratio)
+    runs = json.loads((tmp_path / "throughput.json").read_text())["runs"]
+    assert [r["version"] for r in runs] == ["after", "before"] and {r["algo"] for r in runs} == {"clippedppo"}
+    assert {r["package"] for r in runs} == {str(ROOT / "sb3_clippedppo")}
+    assert "ClippedPPO after / before steps/s" in (tmp_path / "throughput.txt").read_text()
     with pytest.raises(SystemExit):
-        halfcheetah_zoo_params.main(["--out", str(tmp_path / "exists"), "--timesteps", "10"])
-    start = time.time()
-    summary = halfcheetah_zoo_params.main(
-        ["--out", str(tmp_path / "new"), "--timesteps", "1024", "--eval-freq", "512", "--eval-episodes", "1"]
-    )
-    assert summary["timesteps"] == 1024 and (tmp_path / "new" / "evaluations.npz").exists()
-    assert time.time() - start < 120
+        throughput.main(["--versions", str(tmp_path / "none"), "--out", str(tmp_path / "other")])

@@ -1,10 +1,10 @@
-"""benchmarks/search.py: the study is created once with the starting points enqueued; the best trial becomes a block for
-hyperparams/clippedppo.yml that the Zoo reads."""
+"""``python -m benchmarks.run search``: the study is created once with the starting points enqueued; the best trial becomes
+a block for hyperparams/clippedppo.yml that the Zoo reads."""
 
 import pytest
 import yaml
 
-from benchmarks import search
+from benchmarks import run as search
 from sb3_clippedppo import zoo
 
 pytestmark = pytest.mark.slow  # needs the zoo extra (the Zoo's Optuna search)

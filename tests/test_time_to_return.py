@@ -25,9 +25,13 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path, monkeypatch)
     summary = time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
     record = json.loads((tmp_path / "runs" / "never__seed0.json").read_text())
     assert record["minutes_to_threshold"] is None and record["timesteps"] >= 6000 and len(record["evaluations"]) == 6
-    assert summary["variants"]["never"] == {"median_minutes": None, "reached": 0, "seeds": 1, "minutes": [None],
-                                            "steps_to_threshold": [None]}  # fmt: skip
-    assert "| never | - | 0/1 | - | - |" in (tmp_path / "summary.md").read_text()
+    never = summary["variants"]["never"]
+    assert (never["median_minutes"], never["reached"], never["seeds"], never["minutes"]) == (None, 0, 1, [None])
+    assert never["followed_minutes"] == [pytest.approx(record["seconds"] / 60)] and never["ratio_to_first"] is None
+    bound = int(record["seconds"] / 6) / 10  # the minutes followed, rounded down to a tenth
+    assert never["median"] == f"> {bound:g} min (0 of 1 reached)"
+    assert f"| never | > {bound:g} min (0 of 1 reached) | 0/1 | - | - |" in (tmp_path / "summary.md").read_text()
+    assert [row["reached"] for row in never["reached_by_minute"]] == [0] * len(never["reached_by_minute"])
     assert (tmp_path / "curves.png").stat().st_size > 0
 
     # The dataset takes each evaluation's seconds from the callback's copy in the Zoo's run folder
@@ -76,6 +80,35 @@ def test_runs_stop_at_the_threshold_or_at_the_step_budget(tmp_path, monkeypatch)
     mtime = (tmp_path / "runs" / "never__seed0.json").stat().st_mtime
     time_to_return.main([*common, "--threshold", "1e9", "--variants", "never=clippedppo"])
     assert (tmp_path / "runs" / "never__seed0.json").stat().st_mtime == mtime
+
+
+def test_a_censored_median_is_shown_as_a_bound_with_the_seeds_that_reached():
+    minutes, followed = [None, 7.88, None, None, None], [8.02, 7.9, 8.31, 8.05, 8.2]
+    assert time_to_return.median_minutes(minutes) is None
+    assert time_to_return.median_cell(None, minutes, followed) == "> 8 min (1 of 5 reached)"
+    assert time_to_return.median_cell(2.789, [2.789], [2.8]) == "2.79"
+    by_minute = time_to_return.reached_by_minute(minutes, followed)
+    assert [row["minute"] for row in by_minute] == list(range(9))  # up to 8.02 min, when the first capped seed stopped
+    assert [row["reached"] for row in by_minute] == [0] * 8 + [1]  # 7.88 min: by minute 8
+    # Seeds stopped when they reach it stay reached; the seed that did not is known up to 3.2 minutes
+    by_minute = time_to_return.reached_by_minute([1.5, 0.5, None], [1.5, 0.5, 3.2])
+    assert [(row["reached"], row["fraction"]) for row in by_minute] == [(0, 0.0), (1, 1 / 3), (2, 2 / 3), (2, 2 / 3)]
+    by_minute = time_to_return.reached_by_minute([1.5, 0.5, 2.5], [1.5, 0.5, 2.5])  # all reached: up to the last
+    assert [row["reached"] for row in by_minute] == [0, 1, 2, 3]
+
+
+def test_a_ratio_only_where_both_medians_exist():
+    def record(variant, minutes, followed):
+        return {"variant": variant, "minutes_to_threshold": minutes, "followed_minutes": followed, "evaluations": []}
+
+    records = [record("a", 1.0, 1.0), record("b", 2.0, 2.0), record("c", None, 8.0), record("a", 3.0, 3.0),
+               record("b", 4.0, 4.0), record("c", 7.0, 7.0), record("a", 2.0, 2.0), record("b", 3.0, 3.0),
+               record("c", None, 8.1)]  # fmt: skip
+    lines, summary = time_to_return.table(records, 100.0)
+    rows = summary["variants"]
+    assert rows["a"]["ratio_to_first"] == 1.0 and rows["b"]["ratio_to_first"] == pytest.approx(1.5)
+    assert rows["c"]["median_minutes"] is None and rows["c"]["ratio_to_first"] is None
+    assert "| c | > 8 min (1 of 3 reached) | 1/3 | -, 7.00, - | -, -, - |" in lines
 
 
 def test_median_counts_a_miss_as_the_slowest():
