@@ -13,7 +13,6 @@ __all__ = [
     "ActorCriticPolicy",
     "ClippedPPO",
     "CnnPolicy",
-    "MlpActorCriticPolicy",
     "MlpPolicy",
     "MultiInputActorCriticPolicy",
     "MultiInputPolicy",
@@ -24,14 +23,13 @@ __all__ = [
 
 _LAZY = {
     "ClippedPPO": "sb3_clippedppo.clipped_ppo",
-    "NonFiniteLossError": "sb3_clippedppo.update",
+    "NonFiniteLossError": "sb3_clippedppo.losses",
     **dict.fromkeys(
         (
             "ActorCriticCnnPolicy",
             "ActorCriticPolicy",
             "CnnPolicy",
-            "MlpActorCriticPolicy",
-            "MlpPolicy",
+                    "MlpPolicy",
             "MultiInputActorCriticPolicy",
             "MultiInputPolicy",
         ),
@@ -48,12 +46,11 @@ if TYPE_CHECKING:
         ActorCriticCnnPolicy,
         ActorCriticPolicy,
         CnnPolicy,
-        MlpActorCriticPolicy,
         MlpPolicy,
         MultiInputActorCriticPolicy,
         MultiInputPolicy,
     )
-    from sb3_clippedppo.update import NonFiniteLossError
+    from sb3_clippedppo.losses import NonFiniteLossError
 
 
 def __getattr__(name: str) -> Any:

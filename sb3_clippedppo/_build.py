@@ -1,9 +1,9 @@
 """setuptools build steps (named in setup.cfg's ``cmdclass``); used at build time only.
 
 - ``build_py`` also writes ``sb3_clippedppo_zoo.pth`` into site-packages (for both normal and editable installs),
-  which installs the RL Zoo import hook at interpreter start-up (see :mod:`sb3_clippedppo.zoo_hook`), and, for a
+  which installs the RL Zoo import hook at interpreter start-up (see :mod:`sb3_clippedppo.integrations.zoo_hook`), and, for a
   normal install, copies the top-level ``hyperparams/*.yml`` into the package. Editable installs read them from the
-  source tree instead (:func:`sb3_clippedppo.zoo.hyperparams_path`).
+  source tree instead (:func:`sb3_clippedppo.integrations.zoo.hyperparams_path`).
 - ``sdist`` adds ``hyperparams/*.yml`` to source distributions.
 """
 
@@ -16,7 +16,7 @@ from setuptools.command.sdist import sdist as _sdist
 PTH_NAME = "sb3_clippedppo_zoo.pth"
 # One line, run by Python's site module at start-up. Standard library only until the Zoo is imported.
 PTH_LINE = (
-    'import sys; exec("try:\\n    from sb3_clippedppo import zoo_hook\\nexcept ImportError:\\n    pass\\n'
+    'import sys; exec("try:\\n    from sb3_clippedppo.integrations import zoo_hook\\nexcept ImportError:\\n    pass\\n'
     'else:\\n    zoo_hook.install()")\n'
 )
 HYPERPARAMS_GLOB = os.path.join("hyperparams", "*.yml")

@@ -117,25 +117,23 @@ def check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None
         raise TypeError(f"policy_kwargs {unknown} not accepted by {policy_class.__name__}; accepted: {accepted}")
 
 
-def check_options(policy: Any, native: bool, options: dict[str, bool], vf_learning_rate: Any) -> None:
+def check_options(policy: Any, options: dict[str, bool], vf_learning_rate: Any) -> None:
     """
-    Check that the policy provides what the options ask for: the exact KL between action distributions (``native``:
-    one of this package's policies) for ``options`` that are on, and a parameter group named ``"critic"`` for
-    ``vf_learning_rate``.
+    Check that the policy provides what the options ask for: the exact KL between action distributions (a policy with
+    ``offers_distributions``, :mod:`sb3_clippedppo.policies`) for ``options`` that are on, and a parameter group named
+    ``"critic"`` for ``vf_learning_rate``.
 
     :param policy: the policy.
-    :param native: whether ClippedPPO evaluates it through ``forward_distribution``.
     :param options: option (as written, e.g. ``"kl_adaptive_lr=True"``) -> whether it is on, for those needing the KL.
     :param vf_learning_rate: ClippedPPO's ``vf_learning_rate``.
-    :raises TypeError: when an option needs the exact KL and the policy cannot give it.
-    :raises ValueError: for ``vf_learning_rate`` without a ``"critic"`` parameter group.
+    :raises ValueError: when an option needs the exact KL and the policy cannot give it, or for ``vf_learning_rate``
+        without a ``"critic"`` parameter group.
     """
     needs_distributions = [name for name, used in options.items() if used]
-    if needs_distributions and not native:
-        raise TypeError(
-            f"{' and '.join(needs_distributions)} need the exact KL between action distributions, which only "
-            "sb3_clippedppo's policies (not overriding SB3's evaluation methods) provide; "
-            f"got {type(policy).__name__}"
+    if needs_distributions and not getattr(policy, "offers_distributions", False):
+        raise ValueError(
+            f"{' and '.join(needs_distributions)} need the exact KL between action distributions, which only policies "
+            f"with offers_distributions = True (sb3_clippedppo's) provide; got {type(policy).__name__}"
         )
     group_names = [group.get("name") for group in policy.optimizer.param_groups]
     if vf_learning_rate is not None and "critic" not in group_names:

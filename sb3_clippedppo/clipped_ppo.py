@@ -3,13 +3,14 @@
 Schulman et al. 2017, "Proximal Policy Optimization Algorithms" (https://arxiv.org/abs/1707.06347), with
 Generalized Advantage Estimation (Schulman et al. 2016, https://arxiv.org/abs/1506.02438). This file is the algorithm:
 its arguments, the rollout and the update loop. The rollout buffer and GAE (:mod:`sb3_clippedppo.buffers`), the loss
-(:mod:`sb3_clippedppo.losses`), the action distributions and the two update backends (:mod:`sb3_clippedppo.update`,
-:mod:`sb3_clippedppo.fast_mlp`) are this package's own; the policies' networks, callbacks, logging, vectorized
+(:mod:`sb3_clippedppo.losses`), the action distributions and the two update backends (:mod:`sb3_clippedppo.backends`)
+are this package's own; the policies' networks, callbacks, logging, vectorized
 environments and ``save``/``load`` are Stable-Baselines3's.
 """
 
 import os
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar, cast
 
 import numpy as np
@@ -32,18 +33,20 @@ from sb3_clippedppo.arguments import (
     check_rollout_size,
     renamed_argument,
 )
+from sb3_clippedppo.backends.base import UpdateBackend
+from sb3_clippedppo.backends.chooser import choose_backend
 from sb3_clippedppo.buffers import RolloutBuffer, observations_as_tensor
-from sb3_clippedppo.kl_adaptation import adapt_kl_coef, adapt_lr_scale
-from sb3_clippedppo.losses import LossCoefficients, normalize_advantages
+from sb3_clippedppo.kl_adaptation import adapt_kl_coef, adapt_lr_scale, measure_updated_policy
+from sb3_clippedppo.losses import LossCoefficients, NonFiniteLossError, normalize_advantages
 from sb3_clippedppo.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
     MultiInputActorCriticPolicy,
-    uses_forward_distribution,
+    check_distribution_interface,
+    evaluate_rollout,
 )
-from sb3_clippedppo.saving import regroup_optimizer_state, save_atomically
+from sb3_clippedppo.saving import is_optimizer_state, regroup_optimizer_state, save_atomically
 from sb3_clippedppo.threads import learning_threads
-from sb3_clippedppo.update import EVALUATION_CHUNK, NonFiniteLossError, UpdateBackend, choose_backend, measure_updated_policy
 
 SelfClippedPPO = TypeVar("SelfClippedPPO", bound="ClippedPPO")
 # Minibatch statistics as SB3's PPO logs them (train/<name>)
@@ -67,7 +70,8 @@ class ClippedPPO(OnPolicyAlgorithm):
     unchanged), except that gSDE (``use_sde=True``) and custom rollout buffer classes are not supported.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` (:mod:`sb3_clippedppo.policies`), or a
-        subclass of SB3's ``ActorCriticPolicy`` (trained through its ``forward`` and ``evaluate_actions``).
+        subclass of SB3's ``ActorCriticPolicy``. A policy with ``offers_distributions = True`` (this package's) is
+        trained through its ``forward_distribution``; any other through SB3's ``forward`` and ``evaluate_actions``.
     :param env: the environment (a Gymnasium env, a VecEnv, or a registered id). Observations: ``Box`` (vectors or
         images), ``Discrete``, ``MultiDiscrete``, ``MultiBinary``, ``Dict``; actions: all but ``Dict``.
     :param learning_rate: Adam learning rate, or a schedule of the progress remaining (1 to 0).
@@ -113,13 +117,17 @@ class ClippedPPO(OnPolicyAlgorithm):
         (:func:`~sb3_clippedppo.kl_adaptation.adapt_lr_scale`); needs ``target_kl``. The factor (``lr_scale``) is saved.
     :param kl_adaptive_lr_bounds: ``(lowest, highest)`` actor learning rate under ``kl_adaptive_lr``;
         default ``(1e-5, 1e-2)`` (rsl_rl's).
-    :param fast_path: the update backend (:func:`~sb3_clippedppo.update.choose_backend`): ``"auto"`` (default) trains
-        through the closed-form MLP backend (:mod:`sb3_clippedppo.fast_mlp`) where it applies, else through autograd;
-        ``False``: always autograd; ``True``: the closed form, or a ``ValueError`` saying why it does not apply. Both
-        compute the same update (to float32 rounding); :attr:`uses_fast_path` tells which one runs.
+    :param fast_path: the update backend (:func:`~sb3_clippedppo.backends.chooser.choose_backend`): ``"auto"`` (default)
+        trains through the closed-form MLP backend (:mod:`sb3_clippedppo.backends.closed_form`) where it applies, else
+        through autograd (:attr:`fast_path_reason` says why, printed with ``verbose >= 1``); ``False``: always autograd;
+        ``True``: the closed form, or a ``ValueError`` saying why it does not apply. Both compute the same update (to
+        float32 rounding); :attr:`uses_fast_path` tells which one runs.
     :param recompute_advantages: recompute the values (those bootstrapping truncated episodes too), advantages and
         returns with the current critic before every epoch but the first (as Tianshou's PPO ``recompute_advantage``);
         ``clip_range_vf`` is then relative to the epoch's values. Logged as ``train/advantage_recomputes``.
+    :param manage_threads: while ``learn`` runs, give the threads to one pool at a time, torch's or NumPy's BLAS
+        (:func:`~sb3_clippedppo.threads.learning_thread_counts`; restored on return). ``False`` leaves both pools as
+        they are: for applications that set threads themselves (Ray actors, Optuna's ``n_jobs``, an embedding program).
     :raises TypeError: for unsupported spaces, policies or arguments of the wrong type.
     :raises ValueError: for arguments out of range.
     """
@@ -146,7 +154,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         *, vf_learning_rate: float | Schedule | None = None, policy_objective: str = "clip", kl_coef: float = 1.0,
         kl_penalty_target: float = 0.01, kl_adaptive_lr: bool = False,
         kl_adaptive_lr_bounds: tuple[float, float] = (1e-5, 1e-2), fast_path: bool | str = "auto",
-        recompute_advantages: bool = False, kl_target: float | None = None,
+        recompute_advantages: bool = False, manage_threads: bool = True, kl_target: float | None = None,
     ):  # fmt: skip
         kl_penalty_target = renamed_argument(
             "kl_target", kl_target, "kl_penalty_target", kl_penalty_target, "PPO-Penalty's d_targ, not SB3's target_kl"
@@ -186,6 +194,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.lr_scale = 1.0  # factor on the scheduled learning rates (adapted under kl_adaptive_lr)
         self.fast_path = fast_path
         self.recompute_advantages = bool(recompute_advantages)
+        self.manage_threads = bool(manage_threads)
         if _init_setup_model:
             self._setup_model()
 
@@ -197,10 +206,11 @@ class ClippedPPO(OnPolicyAlgorithm):
         policy_kwargs = {key: value for key, value in self.policy_kwargs.items() if key != "use_sde"}
         self.policy = self.policy_class(  # type: ignore[assignment]
             self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **policy_kwargs).to(self.device)
-        native = uses_forward_distribution(self.policy)  # this package's policies give the exact KL
+        check_distribution_interface(self.policy)
+        native = getattr(self.policy, "offers_distributions", False)  # this package's policies give the exact KL
         options = {"policy_objective='kl_penalty'": self.policy_objective == "kl_penalty",
                    "kl_adaptive_lr=True": self.kl_adaptive_lr}  # fmt: skip
-        check_options(self.policy, native, options, self.vf_learning_rate)
+        check_options(self.policy, options, self.vf_learning_rate)
         # The rollout policy's distributions are kept where the KL after an update is measured (and a state-dependent std)
         keep_distributions = native and (any(options.values()) or getattr(self.policy, "state_dependent_std", False))
         self.rollout_buffer = RolloutBuffer(
@@ -213,15 +223,45 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.ent_coef_schedule = FloatSchedule(self.ent_coef)
         self.clip_range = FloatSchedule(self.clip_range)
         self.clip_range_vf = None if self.clip_range_vf is None else FloatSchedule(self.clip_range_vf)
-        self.backend = choose_backend(self.policy, self.fast_path, self.policy_objective)
+        self.backend, self.fast_path_reason = choose_backend(self.policy, self.fast_path, self.policy_objective)
+        if self.fast_path_reason and self.verbose >= 1:
+            print(f"ClippedPPO trains through autograd: the fast path does not apply ({self.fast_path_reason})")
 
     @property
     def uses_fast_path(self) -> bool:
-        """Whether updates run through :mod:`sb3_clippedppo.fast_mlp` (see ``fast_path``)."""
+        """Whether updates run through :mod:`sb3_clippedppo.backends.closed_form` (see ``fast_path``)."""
         return self.backend.fast_path
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "backend"]
+        return [*super()._excluded_save_params(), "backend", "fast_path_reason"]
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        SB3's ``predict``: the actions for an observation ``obs_shape`` or a batch ``(B, *obs_shape)``, reshaped to the
+        action space's shape and clipped to ``Box`` bounds. On the fast path, deterministic actions on the CPU come from
+        the backend's NumPy actor: the same actions up to float32 rounding, without PyTorch's per-call overhead
+        (evaluations call ``predict`` once per step).
+
+        :raises ValueError: for an observation whose shape is neither ``obs_shape`` nor ``(B, *obs_shape)`` (as SB3).
+        """
+        if deterministic and isinstance(observation, np.ndarray):
+            actions = self.backend.deterministic_actions(observation)
+            if actions is not None:
+                return actions, state
+        return self.policy.predict(observation, state, episode_start, deterministic)
+
+    def get_parameters(self) -> dict[str, dict]:
+        """SB3's ``get_parameters``, with the optimizer's state in SB3's layout (one entry per parameter tensor) whatever
+        storage the backend uses."""
+        params = super().get_parameters()
+        params["policy.optimizer"] = self.backend.optimizer_state()
+        return params
 
     def save(self, path: str | os.PathLike | Any, exclude: Any = None, include: Any = None) -> None:
         """SB3's ``save``, written so that a crash or a full disk during the write leaves the previous file at ``path``
@@ -233,14 +273,23 @@ class ClippedPPO(OnPolicyAlgorithm):
     ) -> None:
         """
         SB3's ``set_parameters``, with the optimizer state regrouped for this model's parameter storage
-        (:func:`~sb3_clippedppo.saving.regroup_optimizer_state`): models saved with either, or by version 0.1.0, load.
+        (:func:`~sb3_clippedppo.saving.regroup_optimizer_state`), so that zips saved with flat storage load too. Errors
+        are SB3's: torch's ``RuntimeError`` for a missing or unexpected tensor under ``exact_match``, ``ValueError`` for
+        an unknown or missing object name.
 
-        :raises ValueError: for an optimizer state that is not one, or does not match the policy's parameters.
+        :raises TypeError: for an object's parameters that are not a state dict (a mapping of names to tensors).
+        :raises ValueError: for an optimizer state whose groups or sizes do not match the policy's parameters.
         """
         params: dict[str, Any] = dict(load_path_or_dict) if isinstance(load_path_or_dict, dict) else load_from_zip_file(
             load_path_or_dict, device=device, load_data=False)[1]  # fmt: skip
-        if params.get("policy.optimizer") is not None:
-            params["policy.optimizer"] = regroup_optimizer_state(params["policy.optimizer"], self.policy.optimizer)
+        for name, value in params.items():
+            if not isinstance(value, Mapping):
+                raise TypeError(f"set_parameters: {name!r} must be a state dict (a mapping of names to tensors), "
+                                f"got {type(value).__name__}")  # fmt: skip
+        state = params.get("policy.optimizer")
+        if is_optimizer_state(state):  # otherwise SB3's and torch's own errors
+            groups = [group["params"] for group in self.policy.optimizer.param_groups]
+            params["policy.optimizer"] = regroup_optimizer_state(state, groups)
         super().set_parameters(params, exact_match=exact_match, device=device)
 
     # ------------------------------------------------------------------------------------------------ rollout
@@ -336,7 +385,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         ent_coef = self.ent_coef_schedule(progress)
         coefficients = LossCoefficients(clip_range, clip_range_vf, ent_coef, self.vf_coef, self.policy_objective, self.kl_coef)
 
-        stats: dict[str, list[th.Tensor]] = defaultdict(list)  # tensors until the update ends (no device sync per step)
+        stats: dict[str, list[Any]] = defaultdict(list)  # scalars as the backend gives them (no device sync per step)
         early_stop_epoch, gradient_steps = -1, 0
         for epoch in range(self.n_epochs):
             if self.recompute_advantages and epoch > 0:
@@ -346,21 +395,21 @@ class ClippedPPO(OnPolicyAlgorithm):
                 advantages = batch.advantages
                 if self.normalize_advantage and len(advantages) > 1:
                     advantages = normalize_advantages(advantages)
-                terms = self.backend.loss(batch, advantages, coefficients)
+                terms, result = self.backend.loss(batch, advantages, coefficients)
                 for name in ("policy_loss", "value_loss", "entropy_loss", "clip_fraction"):
-                    stats[name].append(getattr(terms, name).detach())
+                    stats[name].append(getattr(terms, name))
                 approx_kl_divs.append(terms.approx_kl)
                 last_loss = terms.loss
 
-                if self.target_kl is not None and terms.approx_kl.item() > 1.5 * self.target_kl:
+                if self.target_kl is not None and float(terms.approx_kl) > 1.5 * self.target_kl:
                     early_stop_epoch = epoch
                     if self.verbose >= 1:
                         print(
                             f"KL early stopping at epoch {epoch}, minibatch {batch_index}: "
-                            f"approx_kl={terms.approx_kl.item():.4f} > 1.5 * target_kl={1.5 * self.target_kl:.4f}"
+                            f"approx_kl={float(terms.approx_kl):.4f} > 1.5 * target_kl={1.5 * self.target_kl:.4f}"
                         )
                     break
-                self.backend.backward(terms)
+                self.backend.backward(result)
                 grad_norm = self.backend.clip_grad_norm_(self.max_grad_norm)
                 if not np.isfinite(grad_norm):
                     raise NonFiniteLossError.at(terms, grad_norm, self._n_updates // self.n_epochs + 1, epoch, batch_index)
@@ -379,15 +428,14 @@ class ClippedPPO(OnPolicyAlgorithm):
             self.logger.record("train/ent_coef", ent_coef)
         self._after_update(stats, last_loss, clip_range, clip_range_vf, early_stop_epoch, gradient_steps)
 
-    @th.no_grad()
     def _recompute_advantages(self) -> None:
         """``recompute_advantages``: the rollout's values ``V(s_t)`` with the current critic, then the bootstraps and GAE."""
         values = self.rollout_buffer.values.reshape(-1)
-        for chunk, observations in self.rollout_buffer.chunks(EVALUATION_CHUNK):
-            values[chunk] = self.policy.predict_values(observations).flatten().cpu().numpy()
+        for chunk, _, chunk_values in evaluate_rollout(self.policy, self.rollout_buffer, values_only=True):
+            values[chunk] = chunk_values.cpu().numpy()
         self._compute_advantages()
 
-    def _after_update(self, stats: dict[str, list[th.Tensor]], last_loss: th.Tensor, clip_range: float,
+    def _after_update(self, stats: dict[str, list[Any]], last_loss: Any, clip_range: float,
                       clip_range_vf: float | None, early_stop_epoch: int, gradient_steps: int) -> None:  # fmt: skip
         """
         After an update: measure the exact KL between the rollout policy and the updated one where an option needs it,
@@ -395,15 +443,15 @@ class ClippedPPO(OnPolicyAlgorithm):
         (:func:`~sb3_clippedppo.kl_adaptation.adapt_lr_scale`), and log SB3 PPO's statistics.
         """
         for name, values in stats.items():  # SB3 PPO's names
-            self.logger.record(f"train/{LOGGED_NAMES.get(name, name)}", th.stack(values).mean().item())
-        self.logger.record("train/loss", last_loss.item())
+            self.logger.record(f"train/{LOGGED_NAMES.get(name, name)}", float(np.mean([float(value) for value in values])))
+        self.logger.record("train/loss", float(last_loss))
         buffer = self.rollout_buffer
         explained = explained_variance(buffer.values.ravel(), buffer.returns.ravel())
         self.logger.record("train/explained_variance", float(explained))
 
         state_dependent_std = getattr(self.policy, "state_dependent_std", False)
         if buffer.keeps_distributions:
-            kl, std = measure_updated_policy(self.policy, buffer)
+            kl, std = measure_updated_policy(cast(ActorCriticPolicy, self.policy), buffer)
             self.logger.record("train/kl", kl)
             if self.policy_objective == "kl_penalty":
                 self.kl_coef = adapt_kl_coef(self.kl_coef, kl, self.kl_penalty_target)
@@ -441,10 +489,12 @@ class ClippedPPO(OnPolicyAlgorithm):
               progress_bar: bool = False) -> SelfClippedPPO:  # fmt: skip
         """
         SB3's ``learn``: train for ``total_timesteps`` environment steps (summed over environments), in whole rollouts.
-        While it runs, one thread pool at a time uses more than one thread (:mod:`sb3_clippedppo.threads`): torch's on
-        the autograd path, NumPy's BLAS on the fast path; both thread counts are restored on return.
+        With ``manage_threads`` (the default), one thread pool at a time uses more than one thread while it runs
+        (:func:`~sb3_clippedppo.threads.learning_threads`); both thread counts are restored on return.
 
         :raises NonFiniteLossError: when an update meets a NaN or infinite loss.
         """
+        if not self.manage_threads:
+            return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
         with learning_threads(self.uses_fast_path, self.batch_size):
             return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)

@@ -8,7 +8,7 @@ Each class is a batch of ``B`` distributions with the same small interface as St
 that the rollout buffer can keep.
 
 The closed-form expressions (``gaussian_log_prob``, ``categorical_entropy``, ...) are functions of tensors or NumPy
-arrays alike: the classes call them on tensors, the fast path (:mod:`sb3_clippedppo.fast_mlp`) on NumPy arrays.
+arrays alike: the classes call them on tensors, the closed form (:mod:`sb3_clippedppo.backends.closed_form`) on NumPy arrays.
 
 Sampling takes pre-drawn noise (:meth:`Distribution.draw_noise`), so that a whole rollout's noise can be drawn at once and
 the same actions follow whichever way the policy is evaluated: ``mean + std * noise`` with standard normal noise (Gaussian),

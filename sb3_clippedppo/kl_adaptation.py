@@ -1,6 +1,34 @@
 """Rules that adapt a coefficient to the KL divergence an update produced: PPO-Penalty's beta, and the KL-adaptive
 learning rate. ClippedPPO applies them after each update, with the exact mean ``KL(pi_old || pi)`` over the rollout's
-observations (``train/kl``)."""
+observations (``train/kl``, :func:`measure_updated_policy`)."""
+
+import torch as th
+from gymnasium import spaces
+
+from sb3_clippedppo.buffers import RolloutBuffer
+from sb3_clippedppo.distributions import DiagGaussian
+from sb3_clippedppo.policies import ActorCriticPolicy, evaluate_rollout
+
+
+@th.no_grad()
+def measure_updated_policy(policy: ActorCriticPolicy, buffer: RolloutBuffer) -> tuple[float, float]:
+    """
+    After an update: the mean exact ``KL(pi_old || pi)`` (nats) over the rollout's observations, between the policy that
+    collected the rollout (its distributions, kept by the buffer) and the updated one, and the updated policy's mean
+    standard deviation there (NaN without ``Box`` actions).
+
+    :param policy: the updated policy (one that offers distributions).
+    :param buffer: the rollout, with ``keeps_distributions``.
+    :return: ``(kl, std)``.
+    """
+    old_distributions = th.as_tensor(buffer.old_distributions.reshape(buffer.n_transitions, -1), device=policy.device)
+    kl_sum, std_sum = 0.0, 0.0
+    for chunk, distribution, _ in evaluate_rollout(policy, buffer):
+        kl_sum += policy.distribution_from_params(old_distributions[chunk]).kl(distribution).sum().item()
+        if isinstance(distribution, DiagGaussian):
+            std_sum += th.exp(distribution.log_std).mean(dim=-1).expand(distribution.mean.shape[0]).sum().item()
+    gaussian = isinstance(policy.action_space, spaces.Box)
+    return kl_sum / buffer.n_transitions, (std_sum / buffer.n_transitions if gaussian else float("nan"))
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, kl_penalty_target: float) -> float:

@@ -1,6 +1,6 @@
 """ClippedPPO's loss, written once: the clipped surrogate objective (or PPO-Penalty's), the value loss and the entropy
-bonus. This is the code that runs on both update backends (:mod:`sb3_clippedppo.update`): on torch tensors with autograd,
-and on NumPy arrays in the fast path (:mod:`sb3_clippedppo.fast_mlp`, which adds only the gradient).
+bonus. This is the code that runs on both update backends (:mod:`sb3_clippedppo.backends`): on torch tensors with autograd,
+and on NumPy arrays in the closed form (:mod:`sb3_clippedppo.backends.closed_form`, which adds only the gradient).
 
 For a minibatch of size ``B`` (Schulman et al. 2017, eq. 9, with the clipped surrogate of eq. 7):
 
@@ -11,15 +11,14 @@ For a minibatch of size ``B`` (Schulman et al. 2017, eq. 9, with the clipped sur
 - ``L_ent = -1/B sum_i H(pi(.|s_i))``.
 
 :func:`ppo_loss_terms` computes all of it from the policy's evaluation of the minibatch (log-probabilities, entropies,
-values and, for PPO-Penalty, the KL divergences), with operations that NumPy and torch spell alike; :func:`ppo_loss`
-evaluates any SB3 actor-critic policy on a minibatch and calls it.
+values and, for PPO-Penalty, the KL divergences), with operations that NumPy and torch spell alike. The algorithm sees
+only :class:`LossTerms` (the loss and its statistics); how a backend evaluates the policy and differentiates the loss
+stays inside the backend.
 """
 
 from typing import Any, NamedTuple
 
 import torch as th
-from stable_baselines3.common.policies import ActorCriticPolicy
-
 from sb3_clippedppo.buffers import RolloutBatch
 from sb3_clippedppo.distributions import array_module
 
@@ -83,40 +82,42 @@ def ratio_statistics(ratio: Array, log_ratio: Array, clip_range: float) -> tuple
     ``clip_fraction``, the fraction of ratios outside ``[1 - clip_range, 1 + clip_range]``. Written with operations that
     torch tensors and NumPy arrays share, for both.
 
-    :param ratio: ``r = pi(a|s) / pi_old(a|s)``, shape ``(B,)``, without gradient.
+    :param ratio: ``r = pi(a|s) / pi_old(a|s)``, shape ``(B,)`` (with torch, computed without recording a gradient).
     :param log_ratio: ``log r``, shape ``(B,)``.
     :param clip_range: the clip range, > 0.
     :return: ``(approx_kl, clip_fraction)``, scalars of the inputs' type.
     """
+    if isinstance(ratio, th.Tensor):
+        ratio, log_ratio = ratio.detach(), log_ratio.detach()
     return ((ratio - 1.0) - log_ratio).mean(), (abs(ratio - 1.0) > clip_range).sum() / len(ratio)
 
 
 class LossTerms(NamedTuple):
     """
-    The loss and its parts for one minibatch (scalars), the ratios and their statistics (:func:`ratio_statistics`), and
-    the loss's derivatives with respect to the log-probabilities and the values, which a closed-form gradient starts
-    from (:mod:`sb3_clippedppo.fast_mlp`; autograd does not need them). Tensors or NumPy arrays, as the inputs of
-    :func:`ppo_loss_terms`.
+    One minibatch's loss and its statistics: what the algorithm logs and checks. Scalars (0-d tensors or NumPy scalars,
+    as the backend computes them). From :func:`ppo_loss_terms` on tensors, ``loss`` carries the autograd graph; what a
+    backend hands the algorithm carries none.
     """
 
+    loss: Any
     policy_loss: Any
     value_loss: Any
     entropy_loss: Any
-    loss: Any
-    ratio: Any  # (B,)
-    log_ratio: Any  # (B,)
-    approx_kl: Any  # (), no gradient
-    clip_fraction: Any  # (), no gradient
-    # Without autograd (None with it): dL_pg / d log pi_i = -A_i r_i / B where the gradient flows (everywhere for
-    # PPO-Penalty, whose KL term the caller differentiates), else 0; and d(vf_coef * L_v) / dV_i = 2 vf_coef (V'_i - R_i) / B
-    # where the value clipping is inactive, else 0. Shape (B,) each.
-    grad_log_prob: Any = None
-    grad_values: Any = None
-    context: Any = None  # what a backend's backward needs from its forward pass (None with autograd)
+    approx_kl: Any  # the k3 estimate of KL(pi_old || pi), nats (ratio_statistics)
+    clip_fraction: Any  # fraction of ratios outside [1 - clip_range, 1 + clip_range]
 
 
-# The fields of LossTerms that are scalars
-SCALAR_TERMS = ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction")
+class LossEvaluation(NamedTuple):
+    """
+    :class:`LossTerms` and the per-sample quantities they were computed from, shape ``(B,)`` each: what a backend that
+    differentiates the loss itself starts from (the closed form). The autograd backend uses only ``terms``.
+    """
+
+    terms: LossTerms
+    ratio: Any  # r_i = pi(a_i|s_i) / pi_old(a_i|s_i)
+    policy_unclipped: Any  # bool: where the clipped surrogate's gradient flows; None for PPO-Penalty (everywhere)
+    predicted_values: Any  # V_i, clipped to V_old,i +- clip_range_vf when set
+    value_unclipped: Any  # bool: where the value clipping is inactive; None without value clipping
 
 
 class LossCoefficients(NamedTuple):
@@ -141,10 +142,10 @@ def ppo_loss_terms(
     advantages: Array,
     coefficients: LossCoefficients,
     kl: Array | None = None,
-) -> LossTerms:
+) -> LossEvaluation:
     """
     The loss of one minibatch from the policy's evaluation of it (Schulman et al. 2017, eq. 7 and 9; PPO-Penalty,
-    section 4, eq. 8), on torch tensors (with autograd) or NumPy arrays alike.
+    section 4, eq. 8), on torch tensors or NumPy arrays alike (all inputs of one kind).
 
     :param log_prob: ``log pi(a_i|s_i)`` under the current policy, shape ``(B,)``.
     :param entropy: ``H(pi(.|s_i))``, shape ``(B,)``, or ``()`` when it is the same for every state.
@@ -154,11 +155,11 @@ def ppo_loss_terms(
     :param advantages: the advantages, already normalized if requested, shape ``(B,)``.
     :param coefficients: clip ranges, loss coefficients and the policy objective.
     :param kl: ``KL(pi_old(.|s_i) || pi(.|s_i))``, shape ``(B,)``; needed for ``policy_objective="kl_penalty"``.
-    :return: the loss terms.
+    :return: the loss terms and what they were computed from.
     :raises ValueError: for ``kl_penalty`` without ``kl``.
     """
     clip_range, clip_range_vf, ent_coef, vf_coef, policy_objective, kl_coef = coefficients
-    xp, n = array_module(log_prob), len(log_prob)
+    xp = array_module(log_prob)
     log_ratio = log_prob - batch.old_log_prob
     ratio = xp.exp(log_ratio)
     if policy_objective == "kl_penalty":  # PPO-Penalty, Schulman et al. 2017 section 4: the gradient flows everywhere
@@ -171,46 +172,22 @@ def ppo_loss_terms(
     value_loss = ((batch.returns - predicted) ** 2).mean()
     entropy_loss = -entropy.mean()
     loss = policy_loss + ent_coef * entropy_loss + vf_coef * value_loss
-
-    detached = (ratio.detach(), log_ratio.detach()) if xp is th else (ratio, log_ratio)
-    statistics = ratio_statistics(detached[0], detached[1], clip_range)
-    grad_log_prob = grad_values = None
-    if not getattr(loss, "requires_grad", False):  # what a closed-form gradient starts from; autograd finds it itself
-        grad_log_prob = advantages * ratio * (-1.0 / n)
-        grad_values = (predicted - batch.returns) * (2.0 * vf_coef / n)
-        if unclipped is not None:
-            grad_log_prob = grad_log_prob * unclipped
-        if value_unclipped is not None:
-            grad_values = grad_values * value_unclipped
-    return LossTerms(policy_loss, value_loss, entropy_loss, loss, ratio, log_ratio, *statistics, grad_log_prob, grad_values)
+    approx_kl, clip_fraction = ratio_statistics(ratio, log_ratio, clip_range)
+    terms = LossTerms(loss, policy_loss, value_loss, entropy_loss, approx_kl, clip_fraction)
+    return LossEvaluation(terms, ratio, unclipped, predicted, value_unclipped)
 
 
-def ppo_loss(
-    policy: ActorCriticPolicy, batch: RolloutBatch, advantages: th.Tensor, coefficients: LossCoefficients
-) -> LossTerms:
+class NonFiniteLossError(FloatingPointError, ValueError):
     """
-    The loss for one minibatch, with autograd (``loss.backward()`` gives the gradients): the policy's evaluation of the
-    minibatch, then :func:`ppo_loss_terms`.
-
-    The policy is evaluated through SB3's ``evaluate_actions`` (any subclass of SB3's ``ActorCriticPolicy``; for a
-    distribution without a closed-form entropy, the entropy is estimated by ``-log_prob``, as SB3's PPO does). With
-    ``policy_objective="kl_penalty"``, the exact KL of the action distributions is needed; this needs a policy of this
-    package (:func:`~sb3_clippedppo.policies.uses_forward_distribution`).
-
-    :param policy: the policy.
-    :param batch: the minibatch.
-    :param advantages: its advantages, already normalized if requested, shape ``(B,)``.
-    :param coefficients: clip ranges, loss coefficients and the policy objective.
-    :return: the loss terms.
+    Raised when an update produces a NaN or infinite loss or gradient; no parameter was changed by it.
+    It is a ``ValueError`` too, which the RL Zoo's hyperparameter search treats as a pruned trial.
     """
-    kl = None
-    if coefficients.policy_objective == "kl_penalty":
-        distribution, values = policy.forward_distribution(batch.observations)  # type: ignore[operator]
-        log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()
-        kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
-    else:
-        values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)
-        values = values.flatten()
-    if entropy is None:
-        entropy = -log_prob
-    return ppo_loss_terms(log_prob, entropy, values, batch, advantages, coefficients, kl)
+
+    @classmethod
+    def at(cls, terms: LossTerms, grad_norm: float, update: int, epoch: int, minibatch: int) -> "NonFiniteLossError":
+        """The error for a minibatch's loss terms and gradient norm, saying where it happened."""
+        return cls(
+            f"non-finite loss or gradient in update {update} (epoch {epoch}, minibatch {minibatch}): "
+            f"loss={float(terms.loss)}, grad_norm={grad_norm}, policy_loss={float(terms.policy_loss)}, "
+            f"value_loss={float(terms.value_loss)}; no step was applied"
+        )

@@ -8,9 +8,8 @@ a policy starts from exactly the weights SB3's PPO policy starts from.
 """
 
 import functools
-import re
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch as th
@@ -18,16 +17,17 @@ from gymnasium import spaces
 from stable_baselines3.common import policies as sb3_policies
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
-from stable_baselines3.common.utils import is_vectorized_observation
 from torch import nn
 
-from sb3_clippedppo.buffers import with_feature_axis
+from sb3_clippedppo.buffers import RolloutBuffer, with_feature_axis
 from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian, Distribution, distribution_class
 from sb3_clippedppo.normalization import NormalizingExtractor, ObservationNormalizer
 
-# Methods of SB3's ActorCriticPolicy that :meth:`ActorCriticPolicy.forward_distribution` stands in for: a subclass
-# that overrides one of them is trained through them (as any SB3 policy), see :func:`uses_forward_distribution`.
-SB3_EVALUATION_METHODS = ("forward", "evaluate_actions", "extract_features", "_get_action_dist_from_latent", "predict_values")
+# SB3's methods that training bypasses for a policy that offers distributions (check_distribution_interface)
+BYPASSED_METHODS = ("forward", "evaluate_actions", "predict_values")
+# Transitions per forward pass when a whole rollout is evaluated at once (evaluate_rollout): bounds the activations'
+# memory for large rollouts
+EVALUATION_CHUNK = 256
 
 
 def optimizer_arguments(optimizer_class: type[th.optim.Optimizer], optimizer_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -118,6 +118,10 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     """
 
     log_std: nn.Parameter
+    # The policy's capability: ClippedPPO trains it through forward_distribution (closed-form distributions, sampling
+    # with noise drawn for the whole rollout, exact KL). A subclass that sets it to False is trained through SB3's
+    # forward and evaluate_actions, as any SB3 ActorCriticPolicy (check_distribution_interface).
+    offers_distributions: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -275,44 +279,6 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             latent_vf = self.mlp_extractor.forward_critic(vf_features)
         return self._get_action_dist_from_latent(latent_pi), self.value_net(latent_vf).squeeze(-1)
 
-    def predict(
-        self,
-        observation: np.ndarray | dict[str, np.ndarray],
-        state: tuple[np.ndarray, ...] | None = None,
-        episode_start: np.ndarray | None = None,
-        deterministic: bool = False,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """
-        SB3's ``predict``: the actions for an observation ``obs_shape`` or a batch ``(B, *obs_shape)``, reshaped to the
-        action space's shape and clipped to ``Box`` bounds. Deterministic actions of an MLP policy on vector observations
-        (:func:`sb3_clippedppo.fast_mlp.actor_reason`) on the CPU come from the rollout's NumPy actor
-        (:func:`~sb3_clippedppo.fast_mlp.deterministic_actions`): the same actions up to float32 rounding, without
-        PyTorch's per-call overhead (evaluations call ``predict`` once per step).
-
-        :raises ValueError: for an observation whose shape is neither ``obs_shape`` nor ``(B, *obs_shape)``, or a
-            ``(obs, info)`` tuple from ``env.reset()`` (as SB3).
-        """
-        if not (deterministic and isinstance(observation, np.ndarray) and self.device.type == "cpu" and self._numpy_actor()):
-            return super().predict(observation, state, episode_start, deterministic)
-        from sb3_clippedppo.fast_mlp import deterministic_actions
-
-        if self.training:  # as SB3's predict leaves it (the NumPy actor has no layer that depends on it)
-            self.set_training_mode(False)
-        vectorized = is_vectorized_observation(observation, self.observation_space)  # raises ValueError on a wrong shape
-        shape = cast(tuple[int, ...], self.action_space.shape)
-        actions = deterministic_actions(self, observation).reshape((-1, *shape))
-        if isinstance(self.action_space, spaces.Box):
-            actions = np.clip(actions, self.action_space.low, self.action_space.high)
-        return (actions if vectorized else actions.squeeze(axis=0)), state
-
-    def _numpy_actor(self) -> bool:
-        """Whether ``predict`` may use the NumPy actor (decided once per policy: its architecture does not change)."""
-        if getattr(self, "_numpy_actor_applies", None) is None:
-            from sb3_clippedppo.fast_mlp import actor_reason
-
-            self._numpy_actor_applies = actor_reason(self) is None
-        return self._numpy_actor_applies
-
     def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[PyTorchObs, bool]:
         """SB3's ``obs_to_tensor`` (used by ``predict``), with scalar ``Box`` entries given a feature axis
         (:func:`~sb3_clippedppo.buffers.with_feature_axis`)."""
@@ -338,52 +304,50 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         )
         return data
 
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
-        """``nn.Module.load_state_dict``, accepting the parameter names of sb3_clippedppo 0.1.0 (``actor.*``, ``critic.*``)."""
-        return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
 
-
-def upgrade_state_dict(state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+def check_distribution_interface(policy: nn.Module) -> None:
     """
-    Rename the parameters of a policy saved by sb3_clippedppo 0.1.0, whose actor and critic were ``nn.Sequential``
-    MLPs named ``actor`` and ``critic``: their hidden layers become ``mlp_extractor.policy_net.<i>`` and
-    ``mlp_extractor.value_net.<i>``, their output layers ``action_net`` and ``value_net``. Other state dicts pass
-    unchanged.
+    Check that a policy which offers this package's distribution interface (``offers_distributions``) is trained through
+    what it defines: :meth:`ActorCriticPolicy.forward_distribution` (which calls ``extract_features`` and
+    ``_get_action_dist_from_latent``, so overriding those is fine) replaces SB3's ``forward``, ``evaluate_actions`` and
+    ``predict_values`` during training, so a subclass that overrides one of those three would be bypassed silently.
 
-    :param state_dict: a policy's state dict.
-    :return: the state dict with current names.
+    :param policy: the policy.
+    :raises TypeError: for a subclass that offers distributions and overrides ``forward``, ``evaluate_actions`` or
+        ``predict_values`` (set ``offers_distributions = False`` to have it trained through them, as SB3's PPO does).
     """
-    pattern = re.compile(r"^(actor|critic)\.(\d+)\.(weight|bias)$")
-    if not any(pattern.match(key) for key in state_dict):
-        return state_dict
-    last = {
-        network: max(int(m.group(2)) for key in state_dict if (m := pattern.match(key)) and m.group(1) == network)
-        for network in ("actor", "critic")
-    }
-    hidden = {"actor": "mlp_extractor.policy_net", "critic": "mlp_extractor.value_net"}
-    output = {"actor": "action_net", "critic": "value_net"}
-    upgraded = {}
-    for key, value in state_dict.items():
-        match = pattern.match(key)
-        if match is None:
-            upgraded[key] = value
-            continue
-        network, index, kind = match.group(1), int(match.group(2)), match.group(3)
-        name = output[network] if index == last[network] else f"{hidden[network]}.{index}"
-        upgraded[f"{name}.{kind}"] = value
-    return upgraded
+    if not getattr(policy, "offers_distributions", False):
+        return
+    bypassed = [name for name in BYPASSED_METHODS if getattr(type(policy), name) is not getattr(ActorCriticPolicy, name)]
+    if bypassed:
+        raise TypeError(
+            f"{type(policy).__name__} overrides {', '.join(bypassed)}, which ClippedPPO does not call for a policy with "
+            "offers_distributions = True (it trains through forward_distribution); set offers_distributions = False in "
+            "the subclass to train it through SB3's forward and evaluate_actions, or override forward_distribution"
+        )
 
 
-def uses_forward_distribution(policy: nn.Module) -> bool:
+@th.no_grad()
+def evaluate_rollout(
+    policy: sb3_policies.ActorCriticPolicy, buffer: RolloutBuffer, values_only: bool = False
+) -> Iterator[tuple[slice, Distribution | None, th.Tensor]]:
     """
-    Whether ClippedPPO can evaluate ``policy`` through :meth:`ActorCriticPolicy.forward_distribution` (closed-form
-    distributions, sampling with pre-drawn noise, exact KL): a policy of this package whose subclass, if any, overrides
-    none of SB3's evaluation methods (:data:`SB3_EVALUATION_METHODS`). Other policies (any subclass of SB3's
-    ``ActorCriticPolicy``) are used through ``forward`` and ``evaluate_actions``, as SB3's PPO uses them.
+    The policy on a whole rollout, :data:`EVALUATION_CHUNK` transitions at a time, without gradient: the one loop behind
+    the rollout's batched values and log-probabilities, the recomputed advantages and the KL after an update. What the
+    caller computes from the distributions runs outside this generator: call it under ``torch.no_grad()`` too.
+
+    :param policy: the policy.
+    :param buffer: the rollout.
+    :param values_only: only the values (SB3's ``predict_values``); otherwise the distributions too, which needs a
+        policy that offers them (``offers_distributions``).
+    :return: ``(chunk, distribution or None, values)`` for each chunk of the flattened rollout, values of shape ``(n,)``.
     """
-    return isinstance(policy, ActorCriticPolicy) and all(
-        getattr(type(policy), name) is getattr(ActorCriticPolicy, name) for name in SB3_EVALUATION_METHODS
-    )
+    for chunk, observations in buffer.chunks(EVALUATION_CHUNK):
+        if values_only:
+            yield chunk, None, policy.predict_values(observations).flatten()
+        else:
+            distribution, values = policy.forward_distribution(observations)  # type: ignore[operator]
+            yield chunk, distribution, values
 
 
 class ActorCriticCnnPolicy(ActorCriticPolicy):
@@ -422,5 +386,3 @@ class MultiInputActorCriticPolicy(ActorCriticPolicy):
 MlpPolicy = ActorCriticPolicy
 CnnPolicy = ActorCriticCnnPolicy
 MultiInputPolicy = MultiInputActorCriticPolicy
-# The name of ActorCriticPolicy in sb3_clippedppo 0.1.0, which saved models refer to
-MlpActorCriticPolicy = ActorCriticPolicy

@@ -36,7 +36,13 @@ def save_atomically(save: Callable[..., None], path: str | os.PathLike | Any, **
             os.remove(temporary)
 
 
-def regroup_optimizer_state(state_dict: dict[str, Any], optimizer: th.optim.Optimizer) -> dict[str, Any]:
+def is_optimizer_state(state: Any) -> bool:
+    """Whether ``state`` has the form of ``torch.optim.Optimizer.state_dict()`` (a dict with ``state`` and
+    ``param_groups``)."""
+    return isinstance(state, dict) and {"state", "param_groups"} <= set(state)
+
+
+def regroup_optimizer_state(state_dict: dict[str, Any], param_groups: list[list[th.Tensor]]) -> dict[str, Any]:
     """
     An optimizer state dict saved with one tensor per parameter regrouped for an optimizer over flat tensors (one
     per group), or the reverse, so that a model saved with either storage loads with the other. Groups are matched
@@ -44,14 +50,15 @@ def regroup_optimizer_state(state_dict: dict[str, Any], optimizer: th.optim.Opti
     A state dict that already matches is returned unchanged.
 
     :param state_dict: the saved ``optimizer.state_dict()``.
-    :param optimizer: the optimizer to load it into.
-    :return: a state dict for ``optimizer``.
+    :param param_groups: the parameters of each group of the optimizer it is for (e.g. ``[g["params"] for g in
+        optimizer.param_groups]``).
+    :return: a state dict for that optimizer.
     :raises ValueError: for a ``state_dict`` that is not an optimizer's, or whose groups or sizes do not correspond.
     """
-    if not (isinstance(state_dict, dict) and {"state", "param_groups"} <= set(state_dict)):
+    if not is_optimizer_state(state_dict):
         found = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
         raise ValueError(f"'policy.optimizer' must be an optimizer state dict (with 'state' and 'param_groups'), got {found}")
-    saved_groups, current_groups = state_dict["param_groups"], optimizer.param_groups
+    saved_groups, current_groups = state_dict["param_groups"], [{"params": list(group)} for group in param_groups]
     if [len(g["params"]) for g in saved_groups] == [len(g["params"]) for g in current_groups]:
         return state_dict
     if len(saved_groups) != len(current_groups):

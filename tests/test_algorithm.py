@@ -43,7 +43,8 @@ def test_clipped_surrogate_value_is_the_pessimistic_bound():
 
 @pytest.mark.parametrize("xp", [th, np])
 def test_value_loss_clipping(xp):
-    """The value loss of ppo_loss_terms, on tensors with autograd and on NumPy arrays with its closed-form derivative."""
+    """The value loss of ppo_loss_terms on tensors and on NumPy arrays; the gradient flows only where the clipping is
+    inactive (autograd's, and the mask the closed form differentiates with)."""
     values = xp.asarray([0.0, 2.0, -3.0]) if xp is np else th.tensor([0.0, 2.0, -3.0], requires_grad=True)
     batch = SimpleNamespace(old_log_prob=xp.zeros(3), old_values=xp.zeros(3), returns=xp.ones(3))
     zeros = xp.zeros(3)
@@ -51,17 +52,15 @@ def test_value_loss_clipping(xp):
     def value_loss(clip_range_vf):
         return ppo_loss_terms(zeros, zeros, values, batch, zeros, LossCoefficients(0.2, clip_range_vf, 0.0, 1.0))
 
-    unclipped = value_loss(None).value_loss
-    assert float(unclipped if xp is np else unclipped.detach()) == pytest.approx((1 + 1 + 16) / 3)
-    terms = value_loss(0.5)  # predictions clipped to [0, 0.5, -0.5]
-    assert float(terms.value_loss if xp is np else terms.value_loss.detach()) == pytest.approx((1.0 + 0.25 + 2.25) / 3)
+    assert float(value_loss(None).terms.value_loss) == pytest.approx((1 + 1 + 16) / 3)
+    assert value_loss(None).value_unclipped is None
+    evaluation = value_loss(0.5)  # predictions clipped to [0, 0.5, -0.5]
+    assert float(evaluation.terms.value_loss) == pytest.approx((1.0 + 0.25 + 2.25) / 3)
+    assert list(np.asarray(evaluation.value_unclipped)) == [True, False, False]
     if xp is th:
-        terms.loss.backward()
+        evaluation.terms.loss.backward()
         gradient = values.grad.numpy()
-        assert terms.grad_values is None  # autograd finds it
-    else:
-        gradient = terms.grad_values
-    assert gradient[1] == 0 and gradient[2] == 0 and gradient[0] == pytest.approx(2 * (0.0 - 1.0) / 3)
+        assert gradient[1] == 0 and gradient[2] == 0 and gradient[0] == pytest.approx(2 * (0.0 - 1.0) / 3)
 
 
 def test_tiny_target_kl_stops_after_the_first_minibatch():

@@ -1,4 +1,4 @@
-"""The fast path (sb3_clippedppo.fast_mlp): closed-form gradients against autograd on the same minibatches, where it
+"""The fast path (sb3_clippedppo.backends.closed_form): closed-form gradients against autograd on the same minibatches, where it
 applies, flat parameter storage, optimizer state across storages, and whole training runs against autograd."""
 
 import copy
@@ -11,14 +11,12 @@ from stable_baselines3.common.env_util import make_vec_env
 from torch import nn
 
 from sb3_clippedppo import ClippedPPO
+from sb3_clippedppo.backends.autograd import ppo_loss
+from sb3_clippedppo.backends.closed_form import ClosedFormBackend, backend, closed_form_networks
+from sb3_clippedppo.backends.closed_form.mlp import mlp_layers
+from sb3_clippedppo.backends.closed_form.parameters import FlatParameters
 from sb3_clippedppo.buffers import RolloutBatch
-from sb3_clippedppo.fast_mlp import (
-    ClosedFormBackend,
-    FlatParameters,
-    mlp_layers,
-    unsupported_reason,
-)
-from sb3_clippedppo.losses import LossCoefficients, normalize_advantages, ppo_loss
+from sb3_clippedppo.losses import LossCoefficients, normalize_advantages
 from sb3_clippedppo.policies import ActorCriticPolicy
 from sb3_clippedppo.saving import regroup_optimizer_state
 
@@ -48,6 +46,22 @@ def make_batch(policy: ActorCriticPolicy, n: int, seed: int) -> RolloutBatch:
     return RolloutBatch(obs, actions, old_values, old_log_prob, advantages, returns, old_distribution)
 
 
+def closed_form(policy: ActorCriticPolicy) -> ClosedFormBackend:
+    """The closed-form backend of a policy it applies to, prepared for an update."""
+    networks = closed_form_networks(policy, "clip")
+    assert not isinstance(networks, str), networks
+    built = ClosedFormBackend(policy, networks)
+    built.prepare()
+    return built
+
+
+@pytest.fixture(params=[np, th], ids=["numpy", "torch"])
+def arithmetic(request, monkeypatch):
+    """Both libraries of the closed form's arithmetic on the CPU (torch's is the one a GPU runs)."""
+    monkeypatch.setattr(backend, "arithmetic_module", lambda device: request.param)
+    return request.param
+
+
 def gradients(policy: ActorCriticPolicy) -> th.Tensor:
     return th.cat([p.grad.reshape(-1) for p in policy.parameters()]).clone()
 
@@ -66,10 +80,7 @@ def gradients(policy: ActorCriticPolicy) -> th.Tensor:
 @pytest.mark.parametrize("clip_range_vf", [None, 0.1])
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("objective", ["clip", "kl_penalty"])
-@pytest.mark.parametrize("array_module", [np, th], ids=["numpy", "torch"])  # torch: the arithmetic used on a GPU
-def test_closed_form_gradients_match_autograd(
-    action_space, activation, net_arch, clip_range_vf, normalize, objective, array_module
-):
+def test_closed_form_gradients_match_autograd(action_space, activation, net_arch, clip_range_vf, normalize, objective, arithmetic):
     th.manual_seed(0)
     policy = make_policy(action_space, net_arch=net_arch, activation_fn=activation, ortho_init=False, log_std_init=-0.5)
     batch = make_batch(policy, n=64, seed=1)
@@ -82,19 +93,20 @@ def test_closed_form_gradients_match_autograd(
     reference.loss.backward()
     expected = gradients(policy)
 
-    closed_form = ClosedFormBackend(policy, array_module)
-    closed_form.prepare()
+    fast = closed_form(policy)
+    assert fast.xp is arithmetic
     for p in policy.parameters():
         p.grad.fill_(123.0)  # backward overwrites every gradient
-    terms = closed_form.loss(batch, advantages, coefficients)
-    closed_form.backward(terms)
+    terms, context = fast.loss(batch, advantages, coefficients)
+    fast.backward(context)
 
-    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "ratio", "log_ratio"):
-        got = th.as_tensor(np.asarray(getattr(terms, name))) if array_module is np else getattr(terms, name)
-        th.testing.assert_close(got, getattr(reference, name).detach(), rtol=1e-5, atol=1e-6)
+    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction"):
+        got = th.as_tensor(np.asarray(getattr(terms, name)))
+        th.testing.assert_close(got, getattr(reference, name).detach().to(got.dtype), rtol=1e-5, atol=1e-6)
     th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
     # The batch exercises clipping in both directions
-    assert (terms.ratio > 1 + clip_range).any() and (terms.ratio < 1 - clip_range).any()
+    ratio = context.evaluation.ratio
+    assert (ratio > 1 + clip_range).any() and (ratio < 1 - clip_range).any()
 
 
 @pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["gaussian", "categorical"])
@@ -111,15 +123,14 @@ def test_clip_boundaries_and_ties_follow_autograd(action_space):
     policy.optimizer.zero_grad(set_to_none=False)
     ppo_loss(policy, batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5)).loss.backward()
     expected = gradients(policy)
-    closed_form = ClosedFormBackend(policy)
-    closed_form.prepare()
-    closed_form.backward(closed_form.loss(batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5)))
+    fast = closed_form(policy)
+    fast.backward(fast.loss(batch, batch.advantages, LossCoefficients(0.2, None, 0.0, 0.5))[1])
     th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
 
 
-class OwnEvaluation(ActorCriticPolicy):
-    def evaluate_actions(self, obs, actions):
-        return super().evaluate_actions(obs, actions)
+class OwnExtractor(ActorCriticPolicy):
+    def extract_features(self, obs, features_extractor=None):
+        return super().extract_features(obs, features_extractor)
 
 
 @pytest.mark.parametrize(
@@ -134,17 +145,17 @@ class OwnEvaluation(ActorCriticPolicy):
         (lambda: make_policy(state_dependent_std=True), "clip", "state-independent log_std"),
         (lambda: make_policy(activation_fn=nn.GELU), "clip", "Tanh, ReLU, LeakyReLU or ELU"),
         (lambda: make_policy(optimizer_class=th.optim.Adafactor), "clip", "Adafactor is not known to update each element"),
-        (lambda: OwnEvaluation(OBS, BOX, lambda _: 1e-3), "clip", "overrides an evaluation method"),
+        (lambda: OwnExtractor(OBS, BOX, lambda _: 1e-3), "clip", "OwnExtractor overrides extract_features"),
         (lambda: ActorCriticPolicy(spaces.Box(0, 255, (36, 36, 1), np.uint8), BOX, lambda _: 1e-3), "clip", "non-image"),
         (lambda: ActorCriticPolicy(spaces.Discrete(5), BOX, lambda _: 1e-3), "clip", "observations are not a"),
     ],
 )
 def test_where_the_fast_path_applies(make, objective, reason):
-    got = unsupported_reason(make(), objective)
+    got = closed_form_networks(make(), objective)
     if reason is None:
-        assert got is None
+        assert not isinstance(got, str), got
     else:
-        assert got is not None and reason in got
+        assert isinstance(got, str) and reason in got
 
 
 def test_fast_path_argument():
@@ -159,8 +170,8 @@ def test_fast_path_argument():
     assert not ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, **sds).uses_fast_path
     with pytest.raises(ValueError, match=r"fast_path=True, but the fast path does not apply: .*state-independent"):
         ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, fast_path=True, **sds)
-    with pytest.raises(ValueError, match="does not apply"):
-        ClosedFormBackend(make_policy(spaces.MultiDiscrete([2, 3])))
+    auto = ClippedPPO("MlpPolicy", env, n_steps=64, batch_size=32, **sds)
+    assert "state-independent" in auto.fast_path_reason and not auto.uses_fast_path
 
 
 def test_mlp_layers():
@@ -175,16 +186,12 @@ def test_mlp_layers():
     assert len(mlp_layers(nn.Sequential(nn.Linear(3, 4)), head)) == 2  # two Linear layers without an activation
 
 
-def test_backward_takes_its_own_loss_terms():
+def test_backward_takes_its_own_loss_context():
     policy = make_policy()
     batch = make_batch(policy, n=8, seed=3)
     coefficients = LossCoefficients(0.2, None, 0.0, 0.5)
-    closed_form = ClosedFormBackend(policy)
-    closed_form.prepare()
-    with pytest.raises(ValueError, match="takes the terms of its own loss"):
-        closed_form.backward(ppo_loss(policy, batch, batch.advantages, coefficients))
-    with pytest.raises(ValueError, match="array_module must be None, numpy or torch"):
-        ClosedFormBackend(make_policy(), array_module=pytest)
+    with pytest.raises(TypeError, match="takes the context of its own loss"):
+        closed_form(policy).backward(ppo_loss(policy, batch, batch.advantages, coefficients).loss)
 
 
 def test_parameters_and_gradients_live_in_flat_buffers():
@@ -239,14 +246,15 @@ def test_optimizer_state_regroups_between_flat_and_per_tensor_storage():
     flat_state = policy.optimizer.state_dict()
     assert len(flat_state["state"]) == 2
     fresh = make_policy(DISCRETE)
-    back = regroup_optimizer_state(flat_state, fresh.optimizer)
+    fresh_groups = [group["params"] for group in fresh.optimizer.param_groups]
+    back = regroup_optimizer_state(flat_state, fresh_groups)
     fresh.optimizer.load_state_dict(back)
     for index, entry in per_tensor["state"].items():
         for key, value in entry.items():
             th.testing.assert_close(fresh.optimizer.state_dict()["state"][index][key], value)
-    assert regroup_optimizer_state(flat_state, policy.optimizer) is flat_state
+    assert regroup_optimizer_state(flat_state, [group["params"] for group in policy.optimizer.param_groups]) is flat_state
     with pytest.raises(ValueError, match="parameter groups"):
-        regroup_optimizer_state({**flat_state, "param_groups": flat_state["param_groups"][:1]}, fresh.optimizer)
+        regroup_optimizer_state({**flat_state, "param_groups": flat_state["param_groups"][:1]}, fresh_groups)
 
 
 @pytest.mark.parametrize(
@@ -262,16 +270,17 @@ def test_optimizer_state_regroups_between_flat_and_per_tensor_storage():
 def test_fast_path_and_autograd_train_alike(env_id, kwargs):
     """Whole runs with n_envs=4, same seed: the same actions (same noise), the same updates, to float32 rounding."""
 
-    def train(fast_path, array_module=None):
+    def train(fast_path):
         model = ClippedPPO("MlpPolicy", make_vec_env(env_id, n_envs=4, seed=0), n_steps=64, batch_size=64, n_epochs=3,
                            seed=0, fast_path=fast_path, **kwargs)  # fmt: skip
         assert model.uses_fast_path is fast_path
-        if array_module is not None:  # the fast path's arithmetic in torch, as on a GPU
-            model.backend.array_module = array_module
         model.learn(1024)
         return model.policy.parameters_to_vector()
 
-    fast, fast_torch, plain = train(True), train(True, th), train(False)
+    fast, plain = train(True), train(False)
+    with pytest.MonkeyPatch.context() as patch:  # the fast path's arithmetic in torch, as on a GPU
+        patch.setattr(backend, "arithmetic_module", lambda device: th)
+        fast_torch = train(True)
     initial = ClippedPPO("MlpPolicy", make_vec_env(env_id, n_envs=4), n_steps=64, seed=0, **kwargs)
     assert np.abs(fast - initial.policy.parameters_to_vector()).max() > 1e-3  # they did train
     np.testing.assert_allclose(fast, plain, rtol=0, atol=1e-5)

@@ -20,7 +20,7 @@ from torch import nn
 
 from sb3_clippedppo import ClippedPPO
 from sb3_clippedppo.distributions import Bernoulli, Categorical, DiagGaussian, MultiCategorical
-from sb3_clippedppo.policies import ActorCriticPolicy, upgrade_state_dict, uses_forward_distribution
+from sb3_clippedppo.policies import ActorCriticPolicy, check_distribution_interface
 
 OBS = spaces.Box(-np.inf, np.inf, (5,), np.float32)
 ACT = spaces.Box(-2.0, 2.0, (3,), np.float32)
@@ -158,34 +158,23 @@ def test_parameter_groups_separate_the_critic():
         assert "features_extractor" in names(cnn, "actor")
 
 
-def test_state_dicts_of_0_1_0_are_renamed():
-    old = {"log_std": 1, "actor.0.weight": 2, "actor.0.bias": 3, "actor.2.weight": 4, "actor.2.bias": 5,
-           "critic.0.weight": 6, "critic.0.bias": 7}  # fmt: skip
-    assert upgrade_state_dict(old) == {
-        "log_std": 1,
-        "mlp_extractor.policy_net.0.weight": 2,
-        "mlp_extractor.policy_net.0.bias": 3,
-        "action_net.weight": 4,
-        "action_net.bias": 5,
-        "value_net.weight": 6,
-        "value_net.bias": 7,
-    }
-    current = make_policy().state_dict()
-    assert upgrade_state_dict(current) is current
-
-
-def test_subclasses_overriding_evaluation_methods_are_used_through_sb3s_api():
+def test_the_distribution_interface_is_explicit():
     class OwnForward(ActorCriticPolicy):
         def forward(self, obs, deterministic=False):
             return super().forward(obs, deterministic)
 
-    class OwnExtractor(ActorCriticPolicy):
-        def _build_mlp_extractor(self):
-            super()._build_mlp_extractor()
+    class OwnForwardThroughSB3(OwnForward):
+        offers_distributions = False
 
-    assert uses_forward_distribution(make_policy())
-    assert not uses_forward_distribution(OwnForward(OBS, ACT, lambda _: 1e-3))
-    assert uses_forward_distribution(OwnExtractor(OBS, ACT, lambda _: 1e-3))
+    class OwnExtractor(ActorCriticPolicy):
+        def extract_features(self, obs, features_extractor=None):
+            return super().extract_features(obs, features_extractor)
+
+    check_distribution_interface(make_policy())
+    check_distribution_interface(OwnExtractor(OBS, ACT, lambda _: 1e-3))  # forward_distribution calls the override
+    check_distribution_interface(OwnForwardThroughSB3(OBS, ACT, lambda _: 1e-3))  # trained through forward
+    with pytest.raises(TypeError, match="OwnForward overrides forward.*offers_distributions = False"):
+        check_distribution_interface(OwnForward(OBS, ACT, lambda _: 1e-3))
 
 
 def test_gsde_and_squashing_are_refused():

@@ -1,19 +1,19 @@
-"""``predict(deterministic=True)`` through the rollout's NumPy actor (MLP policies on vector observations, on the CPU):
-SB3's semantics (shapes, clipping, errors) and SB3's torch predict's actions up to float32 rounding."""
+"""``ClippedPPO.predict(deterministic=True)`` through the fast path's NumPy actor (MLP policies on vector observations,
+on the CPU): SB3's semantics (shapes, clipping, errors) and the policy's torch predict's actions up to float32
+rounding."""
 
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.policies import ActorCriticPolicy as SB3ActorCriticPolicy
 
-from sb3_clippedppo import ClippedPPO, fast_mlp
+from sb3_clippedppo import ClippedPPO
 
 
 def torch_predict(policy, observation, deterministic=True):
-    """SB3's own predict (the torch forward pass), bypassing the NumPy actor."""
-    return SB3ActorCriticPolicy.predict(policy, observation, deterministic=deterministic)[0]
+    """The policy's own predict (SB3's, the torch forward pass)."""
+    return policy.predict(observation, deterministic=deterministic)[0]
 
 
 @pytest.mark.parametrize(
@@ -23,10 +23,9 @@ def torch_predict(policy, observation, deterministic=True):
     ids=["box-normalized", "box-relu", "discrete-normalized"],
 )  # fmt: skip
 def test_numpy_predict_equals_torch_predict(env_id, policy_kwargs):
-    th.set_num_threads(1)
     model = ClippedPPO("MlpPolicy", make_vec_env(env_id, seed=0), n_steps=128, batch_size=64, n_epochs=2, seed=0,
                        learning_rate=3e-3, policy_kwargs=policy_kwargs)  # fmt: skip
-    assert fast_mlp.actor_reason(model.policy) is None
+    assert model.uses_fast_path
     model.learn(256)
     obs = np.stack([model.observation_space.sample() * 3 for _ in range(500)])  # beyond Pendulum's action bounds too
     for batch in (obs, obs[0], obs[:1]):
@@ -56,7 +55,7 @@ def test_stochastic_predict_and_errors_are_sb3s():
 def test_policies_without_the_numpy_actor_use_torch():
     model = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0,
                        policy_kwargs=dict(state_dependent_std=True))  # fmt: skip
-    assert fast_mlp.actor_reason(model.policy) is not None
+    assert not model.uses_fast_path and model.backend.deterministic_actions(np.zeros((1, 3), np.float32)) is None
     obs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     np.testing.assert_array_equal(model.predict(obs, deterministic=True)[0], torch_predict(model.policy, obs))
 
@@ -65,12 +64,12 @@ def test_the_numpy_actor_follows_new_storage_and_loaded_parameters():
     model = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0)
     obs = np.random.default_rng(0).normal(size=(10, 3)).astype(np.float32)
     first = model.predict(obs, deterministic=True)[0]
-    cached = fast_mlp.numpy_actor(model.policy)
-    assert fast_mlp.numpy_actor(model.policy) is cached  # kept while nothing changed
+    cached = model.backend.predictor.arrays()
+    assert model.backend.predictor.arrays() is cached  # kept while nothing changed
     weight = model.policy.action_net.weight
     weight.data = weight.data * 0.5  # new storage: the cached views would be stale
     moved = model.predict(obs, deterministic=True)[0]
-    assert fast_mlp.numpy_actor(model.policy) is not cached and not np.allclose(moved, first)
+    assert model.backend.predictor.arrays() is not cached and not np.allclose(moved, first)
     np.testing.assert_allclose(moved, torch_predict(model.policy, obs), atol=1e-6)
     other = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=1)
     model.set_parameters(other.get_parameters())  # copied into the same storage, which the views share

@@ -5,7 +5,7 @@ The package installs ``sb3_clippedppo_zoo.pth`` into site-packages; Python runs 
 calls :func:`install` unless the environment variable ``SB3_CLIPPEDPPO_ZOO_HOOK`` is ``0`` (or ``false``, ``no``,
 ``off``). :func:`install` puts a finder at the front of ``sys.meta_path`` that waits for ``rl_zoo3.utils``,
 ``rl_zoo3.hyperparams_opt`` and ``rl_zoo3.exp_manager``: right after one of them is executed,
-:func:`sb3_clippedppo.zoo.register_module` adds ClippedPPO to it. Until then nothing else is imported: this module
+:func:`sb3_clippedppo.integrations.zoo.register_module` adds ClippedPPO to it. Until then nothing else is imported: this module
 uses the standard library only, so interpreter start-up never imports torch. A failure to register becomes a
 warning; it never breaks the Zoo. Calling :func:`install` again does nothing.
 """
@@ -28,7 +28,7 @@ def enabled() -> bool:
 
 def _register(module: ModuleType) -> None:
     try:
-        from sb3_clippedppo import zoo
+        from sb3_clippedppo.integrations import zoo
 
         zoo.register_module(module)
     except Exception as error:  # never break the Zoo
