@@ -178,6 +178,7 @@ class RolloutBatch(NamedTuple):
     advantages: th.Tensor  # (B,) float32
     returns: th.Tensor  # (B,) float32
     old_distribution: th.Tensor  # (B, P) float32: the rollout policy's distribution parameters (P = 0 if not kept)
+    action_masks: th.Tensor | None = None  # (B, mask_dim) bool, True where an action was valid; None without masking
 
 
 class RolloutBuffer:
@@ -204,6 +205,9 @@ class RolloutBuffer:
     :param gae_lambda: GAE's lambda.
     :param device: device on which :meth:`minibatches` returns tensors.
     :param distribution_dim: size of the rollout policy's distribution parameters per observation (0: not kept).
+    :param mask_dim: size of an action mask per observation (:func:`~sb3_clippedppo.masking.layout.mask_dim`; 0: no
+        masks kept), stored in ``action_masks``, ``(n_steps, n_envs, mask_dim)`` bool, as sb3-contrib's
+        ``MaskableRolloutBuffer`` keeps them.
     """
 
     def __init__(
@@ -216,6 +220,7 @@ class RolloutBuffer:
         gae_lambda: float,
         device: th.device | str = "cpu",
         distribution_dim: int = 0,
+        mask_dim: int = 0,
     ):
         self.n_steps = n_steps
         self.n_envs = n_envs
@@ -232,6 +237,7 @@ class RolloutBuffer:
         self.values = np.zeros(shape, dtype=np.float32)
         self.log_probs = np.zeros(shape, dtype=np.float32)
         self.old_distributions = np.zeros((*shape, distribution_dim), dtype=np.float32)
+        self.action_masks = np.ones((*shape, mask_dim), dtype=np.bool_)
         self.advantages = np.zeros(shape, dtype=np.float32)
         self.returns = np.zeros(shape, dtype=np.float32)
         self.pos = 0
@@ -260,6 +266,21 @@ class RolloutBuffer:
     def keeps_distributions(self) -> bool:
         """Whether the buffer keeps the rollout policy's distribution parameters (``distribution_dim > 0``)."""
         return self.old_distributions.shape[-1] > 0
+
+    @property
+    def keeps_masks(self) -> bool:
+        """Whether the buffer keeps action masks (``mask_dim > 0``)."""
+        return self.action_masks.shape[-1] > 0
+
+    def keep_masks(self, mask_dim: int) -> None:
+        """Keep action masks of ``mask_dim`` entries per observation from now on (0: none); the storage is reallocated
+        only when the size changes."""
+        if self.action_masks.shape[-1] != mask_dim:
+            self.action_masks = np.ones((self.n_steps, self.n_envs, mask_dim), dtype=np.bool_)
+
+    def flat_action_masks(self) -> th.Tensor | None:
+        """All action masks, ``(n_steps * n_envs, mask_dim)`` bool on ``device``, or None when none are kept."""
+        return self._flat(self.action_masks) if self.keeps_masks else None
 
     def size(self) -> int:
         """Steps written per environment: ``buffer_size`` when full, else ``pos`` (Stable-Baselines3's ``size()``)."""
@@ -308,6 +329,7 @@ class RolloutBuffer:
         value: np.ndarray | None = None,
         log_prob: np.ndarray | None = None,
         distribution_params: np.ndarray | None = None,
+        action_masks: np.ndarray | None = None,
     ) -> None:
         """
         Write one step of every environment. Values, log-probabilities and distribution parameters may be left out
@@ -320,6 +342,7 @@ class RolloutBuffer:
         :param value: ``V(obs)``, shape ``(n_envs,)``, or None.
         :param log_prob: ``log pi(action|obs)``, shape ``(n_envs,)``, or None.
         :param distribution_params: the policy's distribution parameters, ``(n_envs, distribution_dim)``, or None.
+        :param action_masks: the masks the actions were chosen with, ``(n_envs, mask_dim)`` bool, or None.
         :raises IndexError: when the buffer is already full.
         """
         if self.pos >= self.n_steps:
@@ -338,6 +361,8 @@ class RolloutBuffer:
             self.log_probs[self.pos] = log_prob
         if distribution_params is not None:
             self.old_distributions[self.pos] = distribution_params
+        if action_masks is not None:
+            self.action_masks[self.pos] = action_masks
         self.pos += 1
 
     def compute_returns_and_advantage(self, last_values: np.ndarray, dones: np.ndarray) -> None:
@@ -399,6 +424,8 @@ class RolloutBuffer:
                 *map(self._flat, (self.values, self.log_probs, self.advantages, self.returns, self.old_distributions)),
             )
         ]
+        if self.keeps_masks:
+            others.append(self._flat(self.action_masks).index_select(0, permutation))
         for start in range(0, self.n_transitions, batch_size):
             window = slice(start, start + batch_size)
             yield RolloutBatch(map_observations(operator.itemgetter(window), observations), *(x[window] for x in others))

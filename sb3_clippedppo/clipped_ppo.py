@@ -38,6 +38,9 @@ from sb3_clippedppo.backends.chooser import choose_backend
 from sb3_clippedppo.buffers import RolloutBuffer, observations_as_tensor
 from sb3_clippedppo.kl_adaptation import adapt_kl_coef, adapt_lr_scale, measure_updated_policy
 from sb3_clippedppo.losses import LossCoefficients, NonFiniteLossError, normalize_advantages
+from sb3_clippedppo.masking.layout import mask_dim
+from sb3_clippedppo.masking.prediction import masked_predict, predict_masks
+from sb3_clippedppo.masking.reading import MaskReader, mask_reader
 from sb3_clippedppo.policies import (
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
@@ -67,7 +70,7 @@ class ClippedPPO(OnPolicyAlgorithm):
     with ``mean((r - 1) - log r)``; when it exceeds ``1.5 * target_kl``, the update stops without applying that step.
 
     Arguments carry Stable-Baselines3 PPO's names, defaults and meanings (so RL Zoo PPO hyperparameters work
-    unchanged), except that gSDE (``use_sde=True``) and custom rollout buffer classes are not supported.
+    unchanged), except that custom rollout buffer classes are not supported.
 
     :param policy: ``"MlpPolicy"``, ``"CnnPolicy"``, ``"MultiInputPolicy"`` (:mod:`sb3_clippedppo.policies`), or a
         subclass of SB3's ``ActorCriticPolicy``. A policy with ``offers_distributions = True`` (this package's) is
@@ -88,8 +91,10 @@ class ClippedPPO(OnPolicyAlgorithm):
         ``learning_rate`` (logged as ``train/ent_coef`` then).
     :param vf_coef: value loss coefficient, >= 0.
     :param max_grad_norm: maximum global L2 norm of the gradient, > 0.
-    :param use_sde: must be False (gSDE is not supported).
-    :param sde_sample_freq: unused (gSDE is not supported); kept for compatibility with PPO hyperparameters.
+    :param use_sde: generalized State-Dependent Exploration for ``Box`` actions (gSDE; Raffin et al. 2022), as in SB3's
+        PPO: SB3's state-dependent noise distribution, trained through autograd (the fast path does not take it).
+    :param sde_sample_freq: with gSDE, resample the exploration matrix every ``sde_sample_freq`` steps of a rollout;
+        -1 (or 0): only at the start of each rollout.
     :param rollout_buffer_class: None, or SB3's ``RolloutBuffer`` / ``DictRolloutBuffer`` (this package's buffer is
         used in their place: it holds every observation space); other classes are not supported.
     :param rollout_buffer_kwargs: must be empty (None or ``{}``).
@@ -140,6 +145,7 @@ class ClippedPPO(OnPolicyAlgorithm):
     policy: sb3_policies.ActorCriticPolicy
     rollout_buffer: RolloutBuffer  # type: ignore[assignment]
     backend: UpdateBackend
+    use_masking: bool | None = None  # learn(use_masking=...): invalid-action masking (sb3_clippedppo.masking)
 
     def __init__(  # SB3 PPO's arguments in its order, then this package's options (keyword-only)
         self, policy: str | type[sb3_policies.ActorCriticPolicy], env: GymEnv | str,
@@ -163,8 +169,9 @@ class ClippedPPO(OnPolicyAlgorithm):
             learning_rate=learning_rate, n_steps=n_steps, batch_size=batch_size, n_epochs=n_epochs, gamma=gamma,
             gae_lambda=gae_lambda, clip_range=clip_range, clip_range_vf=clip_range_vf,
             normalize_advantage=normalize_advantage, ent_coef=ent_coef, vf_coef=vf_coef, max_grad_norm=max_grad_norm,
-            use_sde=use_sde, rollout_buffer_class=rollout_buffer_class, rollout_buffer_kwargs=rollout_buffer_kwargs,
-            target_kl=target_kl, stats_window_size=stats_window_size, vf_learning_rate=vf_learning_rate,
+            use_sde=use_sde, sde_sample_freq=sde_sample_freq, rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs, target_kl=target_kl, stats_window_size=stats_window_size,
+            vf_learning_rate=vf_learning_rate,
             policy_objective=policy_objective, kl_coef=kl_coef, kl_penalty_target=kl_penalty_target,
             kl_adaptive_lr=kl_adaptive_lr, kl_adaptive_lr_bounds=kl_adaptive_lr_bounds, fast_path=fast_path,
         )  # fmt: skip
@@ -173,7 +180,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         super().__init__(  # ent_coef may be a schedule here (FloatSchedule in _setup_model), where SB3 takes a float
             cast(type[sb3_policies.ActorCriticPolicy], policy_class), env, learning_rate=learning_rate, n_steps=n_steps,
             gamma=gamma, gae_lambda=gae_lambda, ent_coef=cast(float, ent_coef), vf_coef=vf_coef, max_grad_norm=max_grad_norm,
-            use_sde=False, sde_sample_freq=sde_sample_freq, stats_window_size=stats_window_size,
+            use_sde=use_sde, sde_sample_freq=sde_sample_freq, stats_window_size=stats_window_size,
             tensorboard_log=tensorboard_log, policy_kwargs=policy_kwargs, verbose=verbose, device=device, seed=seed,
             _init_setup_model=False, supported_action_spaces=ACTION_SPACES,
         )  # fmt: skip
@@ -203,9 +210,9 @@ class ClippedPPO(OnPolicyAlgorithm):
             self.kl_penalty_target = self.__dict__.pop("kl_target")
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        policy_kwargs = {key: value for key, value in self.policy_kwargs.items() if key != "use_sde"}
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=False, **policy_kwargs).to(self.device)
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+        ).to(self.device)
         check_distribution_interface(self.policy)
         native = getattr(self.policy, "offers_distributions", False)  # this package's policies give the exact KL
         options = {"policy_objective='kl_penalty'": self.policy_objective == "kl_penalty",
@@ -241,6 +248,7 @@ class ClippedPPO(OnPolicyAlgorithm):
         state: tuple[np.ndarray, ...] | None = None,
         episode_start: np.ndarray | None = None,
         deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """
         SB3's ``predict``: the actions for an observation ``obs_shape`` or a batch ``(B, *obs_shape)``, reshaped to the
@@ -248,13 +256,42 @@ class ClippedPPO(OnPolicyAlgorithm):
         the backend's NumPy actor: the same actions up to float32 rounding, without PyTorch's per-call overhead
         (evaluations call ``predict`` once per step).
 
-        :raises ValueError: for an observation whose shape is neither ``obs_shape`` nor ``(B, *obs_shape)`` (as SB3).
+        :param action_masks: sb3-contrib's ``MaskablePPO.predict`` argument: the masks of the observations' states
+            (:mod:`sb3_clippedppo.masking`; True where an action is valid, ``(B, mask_dim)`` or ``(mask_dim,)``); a
+            masked action is never returned. None: no masking.
+        :raises ValueError: for an observation whose shape is neither ``obs_shape`` nor ``(B, *obs_shape)`` (as SB3);
+            for masks of the wrong shape or dtype, or a state with no valid action (naming the expected shape).
         """
+        if action_masks is not None:
+            return self._masked_predict(observation, deterministic, action_masks), state
         if deterministic and isinstance(observation, np.ndarray):
             actions = self.backend.deterministic_actions(observation)
             if actions is not None:
                 return actions, state
         return self.policy.predict(observation, state, episode_start, deterministic)
+
+    # ------------------------------------------------------------------------------------- invalid-action masking
+
+    def _rollout_mask_reader(self, env: VecEnv, use_masking: bool | None, buffer: RolloutBuffer) -> MaskReader | None:
+        """The reader of a rollout's action masks (:func:`~sb3_clippedppo.masking.reading.mask_reader`; None: no
+        masking), with the buffer made to keep them (or not)."""
+        use = self.use_masking if use_masking is None else use_masking
+        reader = mask_reader(env, self.action_space, use, bool(getattr(self.policy, "offers_distributions", False)))
+        buffer.keep_masks(0 if reader is None else mask_dim(self.action_space))
+        return reader
+
+    def _masked_predict(self, observation: Any, deterministic: bool, action_masks: Any) -> np.ndarray:
+        """``predict`` with action masks: the backend's NumPy actor for deterministic actions where it has one, else
+        the policy's masked distributions (:func:`~sb3_clippedppo.masking.prediction.masked_predict`)."""
+        if not getattr(self.policy, "offers_distributions", False):
+            name = type(self.policy).__name__
+            raise ValueError(f"action_masks need a policy that offers sb3_clippedppo's distributions, got {name}")
+        if deterministic and isinstance(observation, np.ndarray):
+            masks = predict_masks(observation, self.observation_space, self.action_space, action_masks)
+            actions = self.backend.deterministic_actions(observation, masks)
+            if actions is not None:
+                return actions
+        return masked_predict(self.policy, observation, action_masks, deterministic)
 
     def get_parameters(self) -> dict[str, dict]:
         """SB3's ``get_parameters``, with the optimizer's state in SB3's layout (one entry per parameter tensor) whatever
@@ -282,8 +319,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         """
         params: dict[str, Any] = dict(load_path_or_dict) if isinstance(load_path_or_dict, dict) else load_from_zip_file(
             load_path_or_dict, device=device, load_data=False)[1]  # fmt: skip
+        known = set(self._get_torch_save_params()[0])  # SB3 raises its ValueError for any other name
         for name, value in params.items():
-            if not isinstance(value, Mapping):
+            if name in known and not isinstance(value, Mapping):
                 raise TypeError(f"set_parameters: {name!r} must be a state dict (a mapping of names to tensors), "
                                 f"got {type(value).__name__}")  # fmt: skip
         state = params.get("policy.optimizer")
@@ -295,7 +333,7 @@ class ClippedPPO(OnPolicyAlgorithm):
     # ------------------------------------------------------------------------------------------------ rollout
 
     def collect_rollouts(self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer,  # type: ignore[override]
-                         n_rollout_steps: int) -> bool:  # fmt: skip
+                         n_rollout_steps: int, use_masking: bool | None = None) -> bool:  # fmt: skip
         """
         Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every environment, then compute advantages and returns.
         Actions are stored raw and clipped to the ``Box`` bounds only when sent to the environment. A step at which a time
@@ -309,6 +347,9 @@ class ClippedPPO(OnPolicyAlgorithm):
         :param callback: called at each step and at the start and end of the rollout.
         :param rollout_buffer: the buffer to fill.
         :param n_rollout_steps: steps per environment.
+        :param use_masking: invalid-action masking (sb3-contrib's ``MaskablePPO`` protocol: each step's masks from the
+            environments' ``action_masks()``, kept in the buffer); None: ``learn``'s ``use_masking``
+            (:meth:`_rollout_mask_reader`).
         :return: True if the rollout completed, False if a callback stopped it.
         """
         last_obs, episode_starts = self._last_obs, self._last_episode_starts
@@ -318,16 +359,28 @@ class ClippedPPO(OnPolicyAlgorithm):
         rollout_buffer.reset()
         n_envs = env.num_envs
         rollout_step = self.backend.rollout_step(n_rollout_steps, n_envs, rollout_buffer.keeps_distributions)
+        read_masks, action_masks = self._rollout_mask_reader(env, use_masking, rollout_buffer), None
         is_box = isinstance(self.action_space, spaces.Box)
         env_action_shape = (n_envs, *(self.action_space.shape or ()))
         low, high = (np.asarray(getattr(self.action_space, bound, 0.0)).reshape(-1) for bound in ("low", "high"))
         truncated_steps: list[tuple[int, int, Any]] = []
+        squash = is_box and self.policy.squash_output  # gSDE's squashed actions are rescaled to the bounds, not clipped
+        # gSDE: a new exploration matrix per rollout and every sde_sample_freq steps (as SB3's PPO, in its order)
+        resample_every = self.sde_sample_freq if self.use_sde and self.sde_sample_freq > 0 else 0
+        if self.use_sde:
+            self.policy.reset_noise(n_envs)
 
         callback.on_rollout_start()
         for n_steps in range(n_rollout_steps):
-            actions, values, log_probs, distribution_params = rollout_step(last_obs, n_steps)
-            # np.minimum(np.maximum()) is np.clip without its Python-level overhead
-            clipped_actions = np.minimum(np.maximum(actions, low), high).reshape(env_action_shape) if is_box else actions
+            if resample_every and n_steps % resample_every == 0:
+                self.policy.reset_noise(n_envs)
+            if read_masks is not None:
+                action_masks = read_masks()
+            actions, values, log_probs, distribution_params = rollout_step(last_obs, n_steps, action_masks)
+            if squash:
+                clipped_actions = self.policy.unscale_action(actions).reshape(env_action_shape)
+            else:  # np.minimum(np.maximum()) is np.clip without its Python-level overhead
+                clipped_actions = np.minimum(np.maximum(actions, low), high).reshape(env_action_shape) if is_box else actions
 
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += n_envs
@@ -338,7 +391,8 @@ class ClippedPPO(OnPolicyAlgorithm):
                 return False
             self._update_info_buffer(infos, dones)
 
-            rollout_buffer.add(last_obs, actions, rewards, episode_starts, values, log_probs, distribution_params)
+            rollout_buffer.add(last_obs, actions, rewards, episode_starts, values, log_probs, distribution_params,
+                               action_masks=action_masks)  # fmt: skip
             for idx in np.flatnonzero(dones):
                 info = infos[idx]
                 if info.get("TimeLimit.truncated", False) and info.get("terminal_observation") is not None:
@@ -486,14 +540,21 @@ class ClippedPPO(OnPolicyAlgorithm):
 
     def learn(self: SelfClippedPPO, total_timesteps: int, callback: MaybeCallback = None, log_interval: int = 1,
               tb_log_name: str = "ClippedPPO", reset_num_timesteps: bool = True,
-              progress_bar: bool = False) -> SelfClippedPPO:  # fmt: skip
+              progress_bar: bool = False, use_masking: bool | None = None) -> SelfClippedPPO:  # fmt: skip
         """
         SB3's ``learn``: train for ``total_timesteps`` environment steps (summed over environments), in whole rollouts.
         With ``manage_threads`` (the default), one thread pool at a time uses more than one thread while it runs
         (:func:`~sb3_clippedppo.threads.learning_threads`); both thread counts are restored on return.
 
+        :param use_masking: invalid-action masking with sb3-contrib's ``MaskablePPO`` protocol
+            (:mod:`sb3_clippedppo.masking`, ``docs/masking.md``): None (default) masks when the environment offers
+            ``action_masks()`` (directly, through ``ActionMasker``, or ``env_method`` on a VecEnv) and the actions are
+            ``Discrete``, ``MultiDiscrete`` or ``MultiBinary``; True masks or raises a ``ValueError`` (as
+            ``MaskablePPO``); False never masks.
+
         :raises NonFiniteLossError: when an update meets a NaN or infinite loss.
         """
+        self.use_masking = use_masking
         if not self.manage_threads:
             return super().learn(total_timesteps, callback, log_interval, tb_log_name, reset_num_timesteps, progress_bar)
         with learning_threads(self.uses_fast_path, self.batch_size):

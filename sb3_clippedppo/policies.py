@@ -9,7 +9,7 @@ a policy starts from exactly the weights SB3's PPO policy starts from.
 
 import functools
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -21,6 +21,7 @@ from torch import nn
 
 from sb3_clippedppo.buffers import RolloutBuffer, with_feature_axis
 from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN, DiagGaussian, Distribution, distribution_class
+from sb3_clippedppo.masking.logits import masked_distribution
 from sb3_clippedppo.normalization import NormalizingExtractor, ObservationNormalizer
 
 # SB3's methods that training bypasses for a policy that offers distributions (check_distribution_interface)
@@ -89,7 +90,15 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     the critic's feature extractor) and ``"actor"`` (everything else, a shared feature extractor included), so that
     ClippedPPO's ``vf_learning_rate`` can set the critic's rate.
 
-    Arguments are SB3's, with the same defaults and meanings, plus ``state_dependent_std``; gSDE is not supported.
+    - ``use_sde=True``: generalized State-Dependent Exploration (gSDE; Raffin et al. 2022, "Smooth Exploration for
+      Robotic Reinforcement Learning"), with SB3's own ``StateDependentNoiseDistribution``: the action is
+      ``mu(s) + eps(s)``, ``eps(s) = z(s) @ W`` with ``z`` the actor's latent features (not learned through the noise) and
+      the exploration matrix ``W ~ N(0, std^2)``, ``std = exp(log_std)`` of shape ``(latent_dim, k)`` (``full_std``) or
+      ``(latent_dim, 1)``; ``W`` is resampled by :meth:`reset_noise` (ClippedPPO does so at each rollout's start and every
+      ``sde_sample_freq`` steps). Such a policy is trained as any SB3 policy (``offers_distributions`` is False), through
+      autograd.
+
+    Arguments are SB3's, with the same defaults and meanings, plus ``state_dependent_std`` and ``normalize_observations``.
 
     :param observation_space: ``Box`` (vector or image), ``Discrete``, ``MultiDiscrete``, ``MultiBinary`` or ``Dict``.
     :param action_space: ``Box``, ``Discrete``, ``MultiDiscrete`` or one-dimensional ``MultiBinary``.
@@ -98,11 +107,13 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     :param activation_fn: activation class of the hidden layers.
     :param ortho_init: orthogonal initialization (gains sqrt(2) for hidden layers, 0.01 for ``action_net``, 1 for
         ``value_net``; biases zero), as SB3 and OpenAI Baselines.
-    :param use_sde: must be False (gSDE is not supported).
-    :param log_std_init: initial log standard deviation (``Box`` actions).
-    :param full_std: unused (gSDE only); accepted so that SB3 ``policy_kwargs`` work unchanged.
-    :param use_expln: unused (gSDE only).
-    :param squash_output: must be False (SB3 allows it only with gSDE).
+    :param use_sde: gSDE for ``Box`` actions (see above).
+    :param log_std_init: initial log standard deviation (``Box`` actions; with gSDE, of the exploration matrix's std).
+    :param full_std: gSDE: one std per latent feature and action dimension (``(latent_dim, k)``), else per latent
+        feature (``(latent_dim, 1)``).
+    :param use_expln: gSDE: ``expln(log_std)`` (exp below 0, ``log1p(x) + 1`` above) instead of ``exp``, which keeps the
+        std from growing too fast.
+    :param squash_output: gSDE only: squash actions with tanh to ``[-1, 1]``, then rescale them to the ``Box`` bounds.
     :param features_extractor_class: SB3 feature extractor class.
     :param features_extractor_kwargs: its keyword arguments.
     :param share_features_extractor: one feature extractor for actor and critic (True) or one each.
@@ -113,7 +124,8 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     :param state_dependent_std: the actor outputs the log standard deviation per state (``Box`` actions only).
     :param normalize_observations: normalize vector observations with running statistics kept in the policy (saved
         with it; updated by ClippedPPO after each update, frozen for ``predict``): see :mod:`sb3_clippedppo.normalization`.
-    :raises ValueError: for gSDE, ``squash_output``, ``state_dependent_std`` without ``Box`` actions, layer sizes below 1.
+    :raises ValueError: for gSDE without ``Box`` actions or with ``state_dependent_std``, ``squash_output`` without gSDE,
+        ``state_dependent_std`` without ``Box`` actions, layer sizes below 1.
     :raises TypeError: for an unsupported action space, or a ``net_arch`` or ``activation_fn`` of the wrong type.
     """
 
@@ -121,7 +133,7 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
     # The policy's capability: ClippedPPO trains it through forward_distribution (closed-form distributions, sampling
     # with noise drawn for the whole rollout, exact KL). A subclass that sets it to False is trained through SB3's
     # forward and evaluate_actions, as any SB3 ActorCriticPolicy (check_distribution_interface).
-    offers_distributions: ClassVar[bool] = True
+    offers_distributions: bool = True
 
     def __init__(
         self,
@@ -145,12 +157,14 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         state_dependent_std: bool = False,
         normalize_observations: bool = False,
     ):
-        if use_sde:
-            raise ValueError(
-                "use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO's policies"
-            )
-        if squash_output:
-            raise ValueError("squash_output=True is only available with gSDE, which ClippedPPO does not support")
+        if use_sde and not isinstance(action_space, spaces.Box):
+            raise ValueError(f"use_sde=True (gSDE) needs a Box action space, got {action_space}")
+        if use_sde and state_dependent_std:
+            raise ValueError("use_sde=True and state_dependent_std=True both set the std: choose one")
+        if squash_output and not use_sde:
+            raise ValueError("squash_output=True is only available with gSDE (use_sde=True), as in SB3")
+        if use_sde:  # SB3's gSDE distribution, used through SB3's forward and evaluate_actions
+            self.offers_distributions = False
         if not (isinstance(activation_fn, type) and issubclass(activation_fn, nn.Module)):
             raise TypeError(f"activation_fn must be a torch.nn.Module class such as nn.Tanh, got {activation_fn!r}")
         check_net_arch(net_arch)
@@ -168,7 +182,11 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
             net_arch=net_arch,
             activation_fn=activation_fn,
             ortho_init=ortho_init,
+            use_sde=use_sde,
             log_std_init=log_std_init,
+            full_std=full_std,
+            use_expln=use_expln,
+            squash_output=squash_output,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,
             share_features_extractor=share_features_extractor,
@@ -199,8 +217,15 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         """
         Build the networks, in SB3's order (so that a seed gives SB3's initial weights): the actor and critic MLPs
         (:meth:`_build_mlp_extractor`, which a subclass may override), ``action_net`` (and ``log_std``), ``value_net``,
-        orthogonal initialization, then the optimizer with the ``"actor"`` and ``"critic"`` groups.
+        orthogonal initialization, then the optimizer with the ``"actor"`` and ``"critic"`` groups. With gSDE, SB3's own
+        ``_build`` (its ``action_net`` and exploration ``log_std``), then the optimizer with those groups.
         """
+        if self.use_sde:
+            super()._build(lr_schedule)
+            self.optimizer = self.optimizer_class(  # type: ignore[call-arg]
+                self.parameter_groups(), lr=lr_schedule(1), **optimizer_arguments(self.optimizer_class, self.optimizer_kwargs)
+            )
+            return
         self._build_mlp_extractor()
         latent_dim_pi = self.mlp_extractor.latent_dim_pi
         n_outputs = self.distribution_class.param_dim(self.action_space)
@@ -253,7 +278,9 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
         return [{"params": actor, "name": "actor"}, {"params": critic, "name": "critic"}]
 
     def _get_action_dist_from_latent(self, latent_pi: th.Tensor) -> Distribution:  # type: ignore[override]
-        """The action distributions for the actor's latent features ``(B, latent_dim_pi)``."""
+        """The action distributions for the actor's latent features ``(B, latent_dim_pi)`` (SB3's with gSDE)."""
+        if self.use_sde:
+            return super()._get_action_dist_from_latent(latent_pi)  # type: ignore[return-value]
         output = self.action_net(latent_pi)
         if self.distribution_class is DiagGaussian:
             if self.state_dependent_std:
@@ -295,8 +322,6 @@ class ActorCriticPolicy(sb3_policies.ActorCriticPolicy):
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        for gsde_only in ("use_sde", "squash_output", "full_std", "use_expln"):
-            data.pop(gsde_only, None)
         data.update(
             state_dependent_std=self.state_dependent_std,
             normalize_observations=self.normalize_observations,
@@ -339,14 +364,18 @@ def evaluate_rollout(
     :param policy: the policy.
     :param buffer: the rollout.
     :param values_only: only the values (SB3's ``predict_values``); otherwise the distributions too, which needs a
-        policy that offers them (``offers_distributions``).
+        policy that offers them (``offers_distributions``); masked by the rollout's action masks where the buffer keeps
+        them (:func:`~sb3_clippedppo.masking.logits.masked_distribution`).
     :return: ``(chunk, distribution or None, values)`` for each chunk of the flattened rollout, values of shape ``(n,)``.
     """
+    masks = buffer.flat_action_masks()
     for chunk, observations in buffer.chunks(EVALUATION_CHUNK):
         if values_only:
             yield chunk, None, policy.predict_values(observations).flatten()
         else:
             distribution, values = policy.forward_distribution(observations)  # type: ignore[operator]
+            if masks is not None:
+                distribution = masked_distribution(distribution, masks[chunk])
             yield chunk, distribution, values
 
 

@@ -16,6 +16,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy as SB3ActorCriti
 from sb3_clippedppo.backends.base import RolloutStep, UpdateBackend
 from sb3_clippedppo.buffers import RolloutBatch, observations_as_tensor
 from sb3_clippedppo.losses import LossCoefficients, LossTerms, ppo_loss_terms
+from sb3_clippedppo.masking.logits import masked_distribution
 
 
 def ppo_loss(
@@ -39,6 +40,8 @@ def ppo_loss(
     kl = None
     if getattr(policy, "offers_distributions", False):
         distribution, values = policy.forward_distribution(batch.observations)  # type: ignore[operator]
+        if batch.action_masks is not None:  # invalid-action masking (sb3_clippedppo.masking)
+            distribution = masked_distribution(distribution, batch.action_masks)
         log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()
         if coefficients.policy_objective == "kl_penalty":
             kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
@@ -63,7 +66,7 @@ class AutogradBackend(UpdateBackend):
         if not getattr(policy, "offers_distributions", False):
 
             @th.no_grad()
-            def sb3_step(obs: Any, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
+            def sb3_step(obs: Any, step: int, masks: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, None]:
                 actions, values, log_probs = policy(as_tensor(obs))
                 return actions.cpu().numpy(), values.flatten().cpu().numpy(), log_probs.cpu().numpy(), None
 
@@ -72,8 +75,10 @@ class AutogradBackend(UpdateBackend):
         noise = policy.draw_noise(n_steps, n_envs).to(policy.device)  # type: ignore[operator]
 
         @th.no_grad()
-        def step(obs: Any, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        def step(obs: Any, index: int, masks: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
             distribution, values = policy.forward_distribution(as_tensor(obs))  # type: ignore[operator]
+            if masks is not None:  # invalid-action masking: masked logits, so the masked distribution's parameters are kept
+                distribution = masked_distribution(distribution, masks)
             actions = distribution.sample(noise[index])
             params = distribution.params().cpu().numpy() if keep_distributions else None
             return actions.cpu().numpy(), values.cpu().numpy(), distribution.log_prob(actions).cpu().numpy(), params

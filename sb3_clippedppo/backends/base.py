@@ -18,10 +18,12 @@ from stable_baselines3.common.policies import ActorCriticPolicy as SB3ActorCriti
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
 from sb3_clippedppo.losses import LossCoefficients, LossTerms
 
-# A per-step actor for one rollout: (the environments' observations, step index) -> (raw actions, values,
-# log-probabilities, distribution parameters), NumPy arrays with n_envs rows; the last three may be None, for
-# UpdateBackend.finish_rollout to fill for the whole rollout.
-RolloutStep = Callable[[Any, int], tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]]
+# A per-step actor for one rollout: (the environments' observations, step index, their action masks or None) -> (raw
+# actions, values, log-probabilities, distribution parameters), NumPy arrays with n_envs rows; the last three may be
+# None, for UpdateBackend.finish_rollout to fill for the whole rollout. The masks ((n_envs, mask_dim) bool,
+# sb3_clippedppo.masking) remove invalid actions from the distributions the actions are drawn from.
+StepOutputs = tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]
+RolloutStep = Callable[[Any, int, np.ndarray | None], StepOutputs]
 
 
 class UpdateBackend(ABC):
@@ -79,12 +81,13 @@ class UpdateBackend(ABC):
         """Scale the gradients to a global L2 norm of at most ``max_norm``; return the norm before (NaN or inf if not
         finite)."""
 
-    def deterministic_actions(self, observation: np.ndarray) -> np.ndarray | None:
+    def deterministic_actions(self, observation: np.ndarray, action_masks: np.ndarray | None = None) -> np.ndarray | None:
         """
         ``policy.predict(observation, deterministic=True)``'s actions computed a faster way, or None where this backend
         has none (then the algorithm calls the policy's ``predict``).
 
         :param observation: one observation ``obs_shape`` or a batch ``(B, *obs_shape)``.
+        :param action_masks: checked masks ``(B, mask_dim)`` bool (:mod:`sb3_clippedppo.masking`), or None.
         """
         return None
 

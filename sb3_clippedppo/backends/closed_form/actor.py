@@ -1,6 +1,6 @@
 """The closed form's actor in NumPy: the networks' inputs from observations (:func:`features`) and ``predict``'s
-deterministic actions from a NumPy forward pass (:class:`NumpyPredictor`), without PyTorch's per-call overhead
-(evaluations call ``predict`` once per step)."""
+deterministic actions from a NumPy forward pass (:class:`NumpyPredictor`), with or without action masks, without
+PyTorch's per-call overhead (evaluations call ``predict`` once per step)."""
 
 from typing import Any, NamedTuple, cast
 
@@ -9,21 +9,28 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.utils import is_vectorized_observation
 
+from sb3_clippedppo.backends.closed_form.categorical import argmax_actions
 from sb3_clippedppo.backends.closed_form.mlp import Array, ArrayLayer, Layer, mlp_forward, numpy_layers
-from sb3_clippedppo.distributions import Categorical
+from sb3_clippedppo.backends.closed_form.observations import ObservationLayout, network_inputs, observation_layout
+from sb3_clippedppo.distributions import DiagGaussian
+from sb3_clippedppo.masking.layout import component_sizes
+from sb3_clippedppo.masking.logits import masked_logits
 from sb3_clippedppo.normalization import RunningMeanStd, normalize
 from sb3_clippedppo.policies import ActorCriticPolicy
 
 
-def features(observations: Array, obs_dim: int, xp: Any, obs_parameters: tuple[Array, Array] | None) -> Array:
+def features(
+    observations: Array, layout: ObservationLayout, xp: Any, obs_parameters: tuple[Array, Array] | None
+) -> Array:
     """
-    Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, obs_dim)`` (no copy when they already are),
-    normalized with the policy's statistics under ``normalize_observations`` (``obs_parameters``: mean and inverse
-    standard deviation, :meth:`~sb3_clippedppo.normalization.RunningMeanStd.parameters_as`), as the policy's
-    preprocessing, ``NormalizingExtractor`` and ``FlattenExtractor`` give them.
+    Observations ``(B, *obs_shape)`` as the networks' float32 inputs ``(B, layout.dim)`` (one-hot for ``Discrete`` and
+    ``MultiDiscrete``, :func:`~sb3_clippedppo.backends.closed_form.observations.network_inputs`; no copy when they
+    already are float32 vectors), normalized with the policy's statistics under ``normalize_observations``
+    (``obs_parameters``: mean and inverse standard deviation,
+    :meth:`~sb3_clippedppo.normalization.RunningMeanStd.parameters_as`), as the policy's preprocessing,
+    ``NormalizingExtractor`` and ``FlattenExtractor`` give them.
     """
-    x = observations.reshape(-1, obs_dim)
-    x = np.asarray(x, dtype=np.float32) if xp is np else x.to(dtype=th.float32)
+    x = network_inputs(observations, layout, xp)
     return x if obs_parameters is None else normalize(x, *obs_parameters)
 
 
@@ -58,8 +65,9 @@ class NumpyPredictor:
         self.policy, self.layers = policy, layers
         self.parameters = tuple(p for lin, _ in layers for p in (lin.weight, lin.bias))
         self.statistics = None if policy.obs_normalizer is None else policy.obs_normalizer.statistics()[0]
-        self.obs_dim = int(np.prod(cast(tuple[int, ...], policy.observation_space.shape)))
-        self.discrete = policy.distribution_class is Categorical
+        self.layout = cast(ObservationLayout, observation_layout(policy.observation_space, policy.normalize_images))
+        # the categorical components' sizes (Discrete: (n,), MultiDiscrete: nvec); None for Gaussian actions
+        self.nvec = None if policy.distribution_class is DiagGaussian else component_sizes(policy.action_space)
         self._arrays: ActorArrays | None = None
 
     def arrays(self) -> ActorArrays:
@@ -70,10 +78,11 @@ class NumpyPredictor:
             self._arrays = ActorArrays(key, numpy_layers(self.layers), obs_parameters)
         return self._arrays
 
-    def predict(self, observation: np.ndarray) -> np.ndarray | None:
+    def predict(self, observation: np.ndarray, action_masks: np.ndarray | None = None) -> np.ndarray | None:
         """
         The deterministic actions for one observation ``obs_shape`` or a batch ``(B, *obs_shape)``, or None when the
-        policy is not on the CPU (the torch ``predict`` serves it).
+        policy is not on the CPU (the torch ``predict`` serves it). With ``action_masks`` (checked, ``(B, mask_dim)``
+        bool), the most likely valid action of each component.
 
         :raises ValueError: for an observation of the wrong shape (SB3's check).
         """
@@ -84,8 +93,10 @@ class NumpyPredictor:
             policy.set_training_mode(False)
         vectorized = is_vectorized_observation(observation, policy.observation_space)
         arrays = self.arrays()
-        output = mlp_forward(arrays.layers, features(observation, self.obs_dim, np, arrays.obs_parameters), np)
-        actions = np.argmax(output, axis=-1) if self.discrete else output
+        output = mlp_forward(arrays.layers, features(observation, self.layout, np, arrays.obs_parameters), np)
+        if action_masks is not None:
+            output = masked_logits(output, action_masks)
+        actions = output if self.nvec is None else argmax_actions(output, self.nvec)
         actions = actions.reshape((-1, *cast(tuple[int, ...], policy.action_space.shape)))
         if isinstance(policy.action_space, spaces.Box):
             actions = np.clip(actions, policy.action_space.low, policy.action_space.high)

@@ -4,22 +4,24 @@ It applies to a policy of this package that offers distributions and evaluates o
 :class:`~sb3_clippedppo.policies.ActorCriticPolicy` does (no override of ``extract_features``,
 ``_get_action_dist_from_latent`` or ``forward_distribution``), whose actor and critic are SB3's ``MlpExtractor`` of
 ``Linear`` layers with Tanh/ReLU/LeakyReLU/ELU activations, on ``FlattenExtractor`` features (behind
-``normalize_observations``, if set) of a non-image ``Box`` observation, with ``Box`` actions (state-independent
-``log_std``) or ``Discrete`` actions; for training, also an objective with a closed-form gradient (the clipped surrogate
-or PPO-Penalty's) and an optimizer that updates each element independently (flat storage,
-:mod:`~sb3_clippedppo.backends.closed_form.parameters`).
+``normalize_observations``, if set) of a non-image ``Box``, a ``Discrete``, a ``MultiDiscrete`` (one-dimensional ``nvec``)
+or a ``MultiBinary`` observation (one-hot and flattened as SB3's ``preprocess_obs``,
+:mod:`~sb3_clippedppo.backends.closed_form.observations`), with ``Box`` actions (state-independent ``log_std``) or
+``Discrete`` or ``MultiDiscrete`` actions (one-dimensional ``nvec``; with or without action masks); for training,
+also an objective with a closed-form gradient (the clipped surrogate or PPO-Penalty's) and an optimizer that updates
+each element independently (flat storage, :mod:`~sb3_clippedppo.backends.closed_form.parameters`).
 """
 
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
-from gymnasium import spaces
-from stable_baselines3.common.preprocessing import is_image_space
+import numpy as np
 from stable_baselines3.common.torch_layers import FlattenExtractor, MlpExtractor
 from torch import nn
 
 from sb3_clippedppo.backends.closed_form.mlp import Layer, mlp_layers
+from sb3_clippedppo.backends.closed_form.observations import observation_layout
 from sb3_clippedppo.backends.closed_form.parameters import ELEMENTWISE_OPTIMIZERS
-from sb3_clippedppo.distributions import Categorical, DiagGaussian
+from sb3_clippedppo.distributions import Categorical, DiagGaussian, MultiCategorical
 from sb3_clippedppo.normalization import NormalizingExtractor
 from sb3_clippedppo.policies import ActorCriticPolicy
 
@@ -45,21 +47,30 @@ def closed_form_networks(policy: nn.Module, policy_objective: str | None) -> Mlp
         act through the closed form's forward pass (``predict``).
     :return: the networks, or the reason as a sentence.
     """
+    if getattr(policy, "use_sde", False):
+        return "gSDE (use_sde=True) has no closed-form gradient here: it trains through autograd"
     if not (isinstance(policy, ActorCriticPolicy) and policy.offers_distributions):
         return "the policy is not one of sb3_clippedppo's with offers_distributions = True"
     overridden = [name for name in EVALUATION_METHODS if getattr(type(policy), name) is not getattr(ActorCriticPolicy, name)]
     if overridden:
         return f"{type(policy).__name__} overrides {', '.join(overridden)}"
-    if policy.distribution_class not in (DiagGaussian, Categorical) or policy.state_dependent_std or policy.use_sde:
-        return "only Box actions with a state-independent log_std (no gSDE), and Discrete actions, have closed-form gradients"
+    nvec: Any = getattr(policy.action_space, "nvec", None)
+    multi_dimensional = policy.distribution_class is MultiCategorical and np.ndim(nvec) != 1
+    if policy.distribution_class not in (DiagGaussian, Categorical, MultiCategorical) or policy.state_dependent_std:
+        multi_dimensional = True
+    if multi_dimensional:
+        return (
+            "only Box actions with a state-independent log_std, and Discrete and (one-dimensional) MultiDiscrete actions, "
+            "have closed-form gradients"
+        )
     extractors = {policy.pi_features_extractor, policy.vf_features_extractor}
     # normalize_observations wraps the extractor; the closed form applies the same normalization itself
     inner = [extractor.extractor if type(extractor) is NormalizingExtractor else extractor for extractor in extractors]
     if any(type(extractor) is not FlattenExtractor for extractor in inner):
         return "the features extractor is not FlattenExtractor"
-    space = policy.observation_space
-    if not isinstance(space, spaces.Box) or (policy.normalize_images and is_image_space(space)):
-        return f"observations are not a (non-image) Box: {space}"
+    layout = observation_layout(policy.observation_space, policy.normalize_images)
+    if isinstance(layout, str):
+        return layout
     extractor = policy.mlp_extractor
     if type(extractor) is not MlpExtractor:
         return "mlp_extractor is not SB3's MlpExtractor"

@@ -11,8 +11,9 @@ serves both (:mod:`~sb3_clippedppo.backends.closed_form.mlp`). The rollout acts 
 the rollout's values and log-probabilities are computed at its end, in batched torch passes.
 
 What is written here is only the gradient: of the loss with respect to the actor's output (Gaussian means and
-``log_std``, or logits) and the values, then back-propagated through each ``Linear -> activation`` layer. The derivation,
-term by term: ``docs/algorithm.md``, "The gradient in closed form".
+``log_std``, or the logits of ``Discrete`` and ``MultiDiscrete`` actions, masked where the rollout has action masks:
+:mod:`~sb3_clippedppo.backends.closed_form.categorical`) and the values, then back-propagated through each
+``Linear -> activation`` layer. The derivation, term by term: ``docs/algorithm.md``, "The gradient in closed form".
 """
 
 from types import SimpleNamespace
@@ -22,23 +23,15 @@ import numpy as np
 import torch as th
 
 from sb3_clippedppo.backends.base import RolloutStep, UpdateBackend
+from sb3_clippedppo.backends.closed_form import categorical
 from sb3_clippedppo.backends.closed_form.actor import NumpyPredictor, features
 from sb3_clippedppo.backends.closed_form.applicability import MlpNetworks
 from sb3_clippedppo.backends.closed_form.mlp import Array, ArrayLayer, Layer, Trace, mlp_backward, mlp_forward, numpy_layers
 from sb3_clippedppo.backends.closed_form.parameters import FlatParameters
 from sb3_clippedppo.buffers import RolloutBatch, RolloutBuffer
-from sb3_clippedppo.distributions import (
-    Categorical,
-    Distribution,
-    categorical_entropy,
-    categorical_kl,
-    categorical_log_prob,
-    gaussian_entropy,
-    gaussian_kl,
-    gaussian_log_prob,
-    log_softmax,
-)
+from sb3_clippedppo.distributions import Distribution, gaussian_entropy, gaussian_kl, gaussian_log_prob
 from sb3_clippedppo.losses import LossCoefficients, LossEvaluation, LossTerms, ppo_loss_terms
+from sb3_clippedppo.masking.logits import masked_logits
 from sb3_clippedppo.policies import ActorCriticPolicy, evaluate_rollout
 
 
@@ -55,11 +48,12 @@ class ClosedFormContext(NamedTuple):
     evaluation: LossEvaluation  # the loss terms and the per-sample quantities they came from
     advantages: Array  # (B,)
     returns: Array  # (B,)
-    output: Array  # (B, k) actor output: Gaussian means or logits
-    actions: Array  # (B, k) float32 or (B,) int64
+    output: Array  # (B, k) actor output: Gaussian means or logits (masked where action_masks is set)
+    actions: Array  # (B, k) float32, (B,) int64 (Discrete) or (B, d) int64 (MultiDiscrete)
     old_distribution: Array  # (B, P): the rollout policy's distribution parameters (P = 0 if not kept)
     actor_trace: Trace
     critic_trace: Trace
+    action_masks: Array | None = None  # (B, sum(nvec)) bool, or None without masking
 
 
 class ClosedFormBackend(UpdateBackend):
@@ -80,9 +74,10 @@ class ClosedFormBackend(UpdateBackend):
         self.flat = FlatParameters(policy)
         self.actor_layers, self.critic_layers = networks
         self.predictor = NumpyPredictor(policy, self.actor_layers)
-        self.discrete = policy.distribution_class is Categorical
+        self.nvec = self.predictor.nvec  # the categorical components' sizes; None for Gaussian actions
+        self.discrete = self.nvec is not None
         self.obs_statistics = policy.obs_normalizer.statistics()[0] if policy.obs_normalizer is not None else None
-        self.obs_dim = self.predictor.obs_dim
+        self.layout = self.predictor.layout
         self.xp: Any = np
 
     def _array(self, tensor: th.Tensor) -> Array:
@@ -113,8 +108,9 @@ class ClosedFormBackend(UpdateBackend):
 
     def rollout_step(self, n_steps: int, n_envs: int, keep_distributions: bool) -> RolloutStep:
         """The actor's NumPy forward pass on the environments' observations, then ``mean + std * noise`` (Gaussian) or
-        ``argmax(logits + noise)`` (categorical, the Gumbel-max trick), with the rollout's noise from
-        ``policy.draw_noise``; values, log-probabilities and distribution parameters are left to :meth:`finish_rollout`."""
+        ``argmax(logits + noise)`` per component (categorical, the Gumbel-max trick; over the valid choices where the
+        step's action masks are given), with the rollout's noise from ``policy.draw_noise``; values, log-probabilities and
+        distribution parameters are left to :meth:`finish_rollout`."""
         self.prepare()
         if self.xp is np:
             actor, obs_parameters = self.actor, self.obs_parameters
@@ -124,12 +120,22 @@ class ClosedFormBackend(UpdateBackend):
         noise = self.policy.draw_noise(n_steps, n_envs).numpy()
 
         def act(obs: np.ndarray) -> np.ndarray:
-            return mlp_forward(actor, features(obs, self.obs_dim, np, obs_parameters), np)
+            return mlp_forward(actor, features(obs, self.layout, np, obs_parameters), np)
 
-        if self.discrete:
-            return lambda obs, step: (np.argmax(act(obs) + noise[step], axis=-1), None, None, None)
+        if self.nvec is not None:
+            nvec = self.nvec
+
+            def categorical_step(obs: Any, step: int, masks: np.ndarray | None = None) -> tuple[np.ndarray, None, None, None]:
+                logits = act(obs) if masks is None else masked_logits(act(obs), masks)
+                return categorical.argmax_actions(logits + noise[step], nvec), None, None, None
+
+            return categorical_step
         std = np.exp(cast(th.Tensor, self.policy.log_std).detach().cpu().numpy())
-        return lambda obs, step: (act(obs) + std * noise[step], None, None, None)
+
+        def gaussian_step(obs: Any, step: int, masks: np.ndarray | None = None) -> tuple[np.ndarray, None, None, None]:
+            return act(obs) + std * noise[step], None, None, None
+
+        return gaussian_step
 
     @th.no_grad()
     def finish_rollout(self, buffer: RolloutBuffer) -> None:
@@ -151,7 +157,7 @@ class ClosedFormBackend(UpdateBackend):
         """The minibatch's loss terms (:func:`~sb3_clippedppo.losses.ppo_loss_terms` on this backend's arrays), without
         an autograd graph, and the context for :meth:`backward`."""
         penalty = coefficients.policy_objective == "kl_penalty"
-        x = features(self._array(batch.observations), self.obs_dim, self.xp, self.obs_parameters)  # type: ignore[arg-type]
+        x = features(self._array(batch.observations), self.layout, self.xp, self.obs_parameters)  # type: ignore[arg-type]
         actor_trace: Trace = []
         critic_trace: Trace = []
         output = mlp_forward(self.actor, x, self.xp, actor_trace)
@@ -159,10 +165,13 @@ class ClosedFormBackend(UpdateBackend):
         names = ("actions", "old_values", "old_log_prob", "returns", "old_distribution")
         arrays = SimpleNamespace(**{name: self._array(getattr(batch, name)) for name in names})
         actions, old_distribution, kl = arrays.actions, arrays.old_distribution, None
-        if self.discrete:
-            log_prob, entropy = categorical_log_prob(output, actions), categorical_entropy(output)
+        masks = None if batch.action_masks is None else self._array(batch.action_masks)
+        if self.nvec is not None:
+            if masks is not None:  # invalid-action masking: masked logits (sb3_clippedppo.masking)
+                output = masked_logits(output, masks)
+            log_prob, entropy = categorical.log_prob_and_entropy(output, actions, self.nvec)
             if penalty:
-                kl = categorical_kl(old_distribution, output)
+                kl = categorical.kl(old_distribution, output, self.nvec)
         else:
             log_prob, entropy = gaussian_log_prob(actions, output, self.log_std), gaussian_entropy(self.log_std)
             if penalty:
@@ -171,7 +180,7 @@ class ClosedFormBackend(UpdateBackend):
         advantages_array = self._array(advantages)
         evaluation = ppo_loss_terms(log_prob, entropy, values, arrays, advantages_array, coefficients, kl)
         context = ClosedFormContext(coefficients, evaluation, advantages_array, arrays.returns, output, actions,
-                                    old_distribution, actor_trace, critic_trace)  # fmt: skip
+                                    old_distribution, actor_trace, critic_trace, masks)  # fmt: skip
         return evaluation.terms, context
 
     def backward(self, result: Any) -> None:
@@ -196,18 +205,12 @@ class ClosedFormBackend(UpdateBackend):
         if evaluation.value_unclipped is not None:
             grad_values = grad_values * evaluation.value_unclipped
         output, old_distribution = context.output, context.old_distribution
-        if self.discrete:
-            # Through log softmax: (onehot - p) * g; the entropy bonus: ent_coef * p (log p + H) / B;
-            # KL(p_old || p): beta (p - p_old) / B
-            log_p = log_softmax(output)
-            p = xp.exp(log_p)
-            grad_output = -p * grad_log_prob[:, None]
-            rows = np.arange(n) if xp is np else th.arange(n, device=output.device)
-            indices = context.actions.astype(np.int64) if xp is np else context.actions.long()
-            grad_output[rows, indices] += grad_log_prob
-            grad_output += p * (log_p - xp.sum(p * log_p, axis=-1, keepdims=True)) * (ent_coef / n)
-            if policy_objective == "kl_penalty":
-                grad_output += (p - xp.exp(log_softmax(old_distribution))) * (kl_coef / n)
+        if self.nvec is not None:
+            # Per component, through log softmax: (onehot - p) * g; the entropy bonus: ent_coef * p (log p + H) / B;
+            # KL(p_old || p): beta (p - p_old) / B; 0 for a masked logit (categorical.logits_gradient)
+            penalty_coef = kl_coef if policy_objective == "kl_penalty" else None
+            grad_output = categorical.logits_gradient(output, context.actions, grad_log_prob, ent_coef, penalty_coef,
+                                                      old_distribution, self.nvec, context.action_masks, xp)  # fmt: skip
         else:
             # d log pi_i / d mu_ij = z_ij / sigma_j, d log pi_i / d log_std_j = z_ij^2 - 1; the entropy bonus: -ent_coef;
             # KL(old || new): d/d mu = (mu - mu_old) / sigma^2, d/d log_std = 1 - (sigma_old^2 + (mu - mu_old)^2) / sigma^2
@@ -230,8 +233,8 @@ class ClosedFormBackend(UpdateBackend):
     def clip_grad_norm_(self, max_norm: float) -> float:
         return self.flat.clip_grad_norm_(max_norm)
 
-    def deterministic_actions(self, observation: np.ndarray) -> np.ndarray | None:
-        return self.predictor.predict(observation)
+    def deterministic_actions(self, observation: np.ndarray, action_masks: np.ndarray | None = None) -> np.ndarray | None:
+        return self.predictor.predict(observation, action_masks)
 
     def optimizer_state(self) -> dict[str, Any]:
         return self.flat.per_tensor_state()
