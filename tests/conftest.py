@@ -1,41 +1,70 @@
-"""Layered tests: ``python -m pytest`` runs everything; ``python -m pytest -m "not slow"`` runs the unit tests, with only
-the ``test`` extra installed.
+"""Layered tests: ``tests/unit/`` (fast, with only the ``test`` extra: ``python -m pytest tests/unit``) and ``tests/slow/``
+(learning runs, the RL Zoo's command lines, the ONNX export, the wheel install, the benchmarks and their Ray cluster;
+``tests/slow/conftest.py`` marks them ``slow``). ``python -m pytest`` runs both.
 
-A test module that is slow as a whole says so with ``pytestmark = pytest.mark.slow`` at its top level; such modules
-(the RL Zoo, the benchmarks, the ONNX export, the wheel install, ...) import packages of other extras at the top.
-When the marker expression deselects slow tests they are not collected at all, so that a missing extra cannot break
-the collection of the fast subset. In a run that selects slow tests they are collected as usual: a missing extra is
-then an error, never a silent skip.
+Every test leaves the thread counts as it found them (:func:`thread_counts_are_restored`): ``torch.set_num_threads`` and
+threadpoolctl's limits are process-wide, so a test that changed them would change the speed, and possibly the float
+rounding, of every test after it. A test that needs other counts asks for :func:`one_torch_thread` or
+:func:`thread_counts`, which restore them.
 """
 
-import re
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
-
-SLOW_MODULE = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.M)
-
-
-def is_slow_module(path: Path) -> bool:
-    """Whether a test module marks all its tests slow (``pytestmark = pytest.mark.slow`` at its top level)."""
-    return path.suffix == ".py" and path.name.startswith("test_") and bool(SLOW_MODULE.search(path.read_text()))
+import threadpoolctl
+import torch as th
 
 
-def deselects_slow(config: pytest.Config) -> bool:
-    """Whether ``-m`` rules out a test marked only ``slow``."""
-    markexpr = config.getoption("markexpr", "") or ""
-    if not markexpr:
-        return False
-    try:
-        from _pytest.mark.expression import Expression
-
-        compiled = Expression.compile(markexpr)
-        return not compiled.evaluate(lambda name, **kwargs: name == "slow")
-    except Exception:  # a pytest without this (private) module: the documented spelling only
-        return markexpr.replace(" ", "") == "notslow"
+def blas_thread_counts() -> dict[str, int]:
+    """Threads of each BLAS library loaded in this process (NumPy's OpenBLAS at least), by file path."""
+    controller = threadpoolctl.ThreadpoolController().select(user_api="blas")
+    return {library.filepath: library.num_threads for library in controller.lib_controllers}
 
 
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if is_slow_module(collection_path) and deselects_slow(config):
-        return True
-    return None
+def set_blas_thread_counts(counts: dict[str, int]) -> None:
+    """Set each BLAS library of ``counts`` that is loaded to its count."""
+    for library in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers:
+        if library.filepath in counts:
+            library.set_num_threads(counts[library.filepath])
+
+
+@pytest.fixture(autouse=True)
+def thread_counts_are_restored() -> Iterator[None]:
+    """Fails a test that leaves torch's thread count or a BLAS library's different from what it found (after restoring
+    them, so that the tests after it are not affected)."""
+    torch_before, blas_before = th.get_num_threads(), blas_thread_counts()
+    yield
+    torch_after = th.get_num_threads()
+    blas_after = {path: count for path, count in blas_thread_counts().items() if path in blas_before}
+    if torch_after == torch_before and blas_after == blas_before:
+        return
+    th.set_num_threads(torch_before)
+    set_blas_thread_counts(blas_before)
+    pytest.fail(
+        f"the test left the thread counts changed: torch {torch_before} -> {torch_after}, BLAS {blas_before} -> "
+        f"{blas_after}; use the one_torch_thread or thread_counts fixture, which restore them"
+    )
+
+
+@pytest.fixture
+def thread_counts() -> Iterator[Callable[..., None]]:
+    """``thread_counts(torch=n, blas=m)`` sets torch's and every BLAS library's thread counts for the rest of the test
+    (either may be left out); both are restored after it."""
+    torch_before, blas_before = th.get_num_threads(), blas_thread_counts()
+
+    def set_counts(torch: int | None = None, blas: int | None = None) -> None:
+        if torch is not None:
+            th.set_num_threads(torch)
+        if blas is not None:
+            set_blas_thread_counts(dict.fromkeys(blas_thread_counts(), blas))
+
+    yield set_counts
+    th.set_num_threads(torch_before)
+    set_blas_thread_counts(blas_before)
+
+
+@pytest.fixture
+def one_torch_thread(thread_counts: Callable[..., None]) -> None:
+    """Torch on one thread for the test (restored after it): the learning tests' thresholds were measured so, and
+    ``learn`` derives both pools' counts from it (``sb3_clippedppo.threads``), which gives BLAS one thread too."""
+    thread_counts(torch=1)

@@ -1,5 +1,5 @@
-"""The fast path (sb3_clippedppo.backends.closed_form): closed-form gradients against autograd on the same minibatches, where it
-applies, flat parameter storage, optimizer state across storages, and whole training runs against autograd."""
+"""The fast path (sb3_clippedppo.backends.closed_form): closed-form gradients against autograd on the same minibatches,
+where it applies, flat parameter storage, optimizer state across storages, and whole training runs against autograd."""
 
 import copy
 
@@ -80,7 +80,9 @@ def gradients(policy: ActorCriticPolicy) -> th.Tensor:
 @pytest.mark.parametrize("clip_range_vf", [None, 0.1])
 @pytest.mark.parametrize("normalize", [True, False])
 @pytest.mark.parametrize("objective", ["clip", "kl_penalty"])
-def test_closed_form_gradients_match_autograd(action_space, activation, net_arch, clip_range_vf, normalize, objective, arithmetic):
+def test_closed_form_gradients_match_autograd(
+    action_space, activation, net_arch, clip_range_vf, normalize, objective, arithmetic
+):
     th.manual_seed(0)
     policy = make_policy(action_space, net_arch=net_arch, activation_fn=activation, ortho_init=False, log_std_init=-0.5)
     batch = make_batch(policy, n=64, seed=1)

@@ -1,5 +1,6 @@
 """What users' code written for Stable-Baselines3's PPO touches: the rollout buffer at on_rollout_end, the callback
-locals, set_parameters/load on bad input, and saving that never destroys the previous save."""
+locals, load on bad input (set_parameters: tests/unit/test_set_parameters.py), and saving that never destroys the
+previous save."""
 
 import zipfile
 
@@ -77,20 +78,6 @@ def test_sb3_gae_callback_reads_the_buffer(fast_path):
 
 def small_model(**kwargs) -> ClippedPPO:
     return ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, **kwargs)
-
-
-@pytest.mark.parametrize(
-    "params, match",
-    [
-        ({"policy.optimizer": {"state": {}}}, "'policy.optimizer' must be an optimizer state dict"),
-        ({"policy.optimizer": [1, 2]}, "'policy.optimizer' must be an optimizer state dict"),
-    ],
-)
-def test_set_parameters_rejects_malformed_parameters(params, match):
-    model = small_model()
-    full = model.get_parameters()
-    with pytest.raises(ValueError, match=match):
-        model.set_parameters({**full, **params})
 
 
 def test_load_rejects_a_file_that_is_not_a_model(tmp_path):

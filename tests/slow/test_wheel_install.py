@@ -10,9 +10,9 @@ import pytest
 
 from tests.zoo_utils import check, run
 
-pytestmark = pytest.mark.slow  # builds and installs a wheel, then runs the RL Zoo (zoo extra)
+# Builds and installs a wheel, then runs the RL Zoo (zoo extra); tests/slow/conftest.py marks it slow.
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Policies: SB3's ActorCriticPolicy with closed-form distributions; SB3's initial weights, net_arch, orthogonal
-initialization, parameter groups, prediction, and the parameter names of 0.1.0."""
+initialization, parameter groups, prediction, and the explicit distribution interface (``offers_distributions``)."""
 
 import math
 

@@ -16,7 +16,6 @@ from sb3_clippedppo.distributions import LOG_STD_MAX, LOG_STD_MIN
 from sb3_clippedppo.policies import ActorCriticPolicy
 from tests.envs import counter_env
 from tests.helpers import RecordingLogger
-from tests.test_learning import PENDULUM
 
 SMALL = dict(n_steps=128, batch_size=64, n_epochs=2, seed=0)
 
@@ -219,33 +218,6 @@ def test_bad_options_are_rejected(kwargs, error, match):
 def test_state_dependent_std_needs_box_actions():
     with pytest.raises(ValueError, match="state_dependent_std=True needs a Box action space"):
         ClippedPPO("MlpPolicy", "CartPole-v1", policy_kwargs=dict(state_dependent_std=True))
-
-
-# ------------------------------------------------------------------------------------------------ learning
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "option, threshold",
-    [
-        # Pendulum-v1, 4 envs, 200k steps, the RL Zoo's PPO settings (as in test_learning.py); a random policy scores
-        # about -1200. Measured with seeds 0 and 1: vf_lr -210/-172, kl_penalty -192/-172, state-dependent std
-        # -273/-210, KL-adaptive lr -484/-403 (it raises the rate while early stopping keeps the KL below 2 * target).
-        (dict(learning_rate=5e-4, vf_learning_rate=2e-3), -400),
-        (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01), -400),
-        (dict(policy_kwargs=dict(state_dependent_std=True)), -450),
-        (dict(target_kl=0.02, kl_adaptive_lr=True), -700),
-    ],
-    ids=["vf_learning_rate", "kl_penalty", "state_dependent_std", "kl_adaptive_lr"],
-)
-def test_each_option_learns_pendulum(option, threshold):
-    from stable_baselines3.common.evaluation import evaluate_policy
-
-    th.set_num_threads(1)
-    model = ClippedPPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=4, seed=0), seed=0, **{**PENDULUM, **option})
-    model.learn(200_000)
-    mean_return, _ = evaluate_policy(model, make_vec_env("Pendulum-v1", n_envs=1, seed=100), n_eval_episodes=20)
-    assert mean_return >= threshold, mean_return
 
 
 # ------------------------------------------------------------------------------------------------ ent_coef schedule

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import yaml
 
-from sb3_clippedppo import zoo, zoo_hook
+from sb3_clippedppo import zoo
+from sb3_clippedppo.integrations import zoo_hook
 from tests.zoo_utils import check, osmesa_available, run
 
-pytestmark = pytest.mark.slow  # needs the zoo extra (rl_zoo3 command lines)
+# Needs the zoo extra (rl_zoo3 command lines); tests/slow/conftest.py marks it slow.
 
-SHIPPED_YML = Path(__file__).resolve().parents[1] / "hyperparams" / "clippedppo.yml"
+SHIPPED_YML = Path(__file__).resolve().parents[2] / "hyperparams" / "clippedppo.yml"
 HOOK_OFF = {zoo_hook.ENV_VAR: "0"}
 
 

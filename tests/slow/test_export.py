@@ -23,7 +23,8 @@ from sb3_clippedppo import export as export_module
 from sb3_clippedppo.export import example_observations, export_onnx
 from tests.zoo_utils import check, run
 
-pytestmark = pytest.mark.slow
+# One torch thread, as when these tests were written; the export itself does not depend on it
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_OBSERVATIONS = 1000
 IMAGE = spaces.Box(0, 255, (1, 36, 36), np.uint8)  # channels first: the smallest image NatureCNN takes
@@ -57,7 +58,6 @@ class SpacesEnv(gym.Env):
 
 def trained_model(policy, observation_space, action_space, normalization="none", **policy_kwargs):
     """A ClippedPPO model after two updates (weights and observation statistics away from their initial values)."""
-    th.set_num_threads(1)
     env = DummyVecEnv([lambda: SpacesEnv(observation_space, action_space)])
     if normalization == "vec_normalize":
         keys = ["vector"] if isinstance(observation_space, spaces.Dict) else None
