@@ -2,10 +2,11 @@
 (learning runs, the RL Zoo's command lines, the ONNX export, the wheel install, the benchmarks and their Ray cluster;
 ``tests/slow/conftest.py`` marks them ``slow``). ``python -m pytest`` runs both.
 
-Every test leaves the thread counts as it found them (:func:`thread_counts_are_restored`): ``torch.set_num_threads`` and
-threadpoolctl's limits are process-wide, so a test that changed them would change the speed, and possibly the float
-rounding, of every test after it. A test that needs other counts asks for :func:`one_torch_thread` or
-:func:`thread_counts`, which restore them.
+The session runs torch on one thread (:func:`torch_on_one_thread`, restored at its end), and every test leaves the
+thread counts as it found them (:func:`thread_counts_are_restored`): ``torch.set_num_threads`` and threadpoolctl's
+limits are process-wide, so a test that changed them would change the speed, and possibly the float rounding, of every
+test after it. A test that needs other counts asks for :func:`one_torch_thread` or :func:`thread_counts`, which restore
+them.
 """
 
 from collections.abc import Callable, Iterator
@@ -26,6 +27,18 @@ def set_blas_thread_counts(counts: dict[str, int]) -> None:
     for library in threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers:
         if library.filepath in counts:
             library.set_num_threads(counts[library.filepath])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_on_one_thread() -> Iterator[None]:
+    """Torch on one thread for the whole session (restored at its end). The tests' networks are small: with two or more
+    OpenMP threads, on a machine whose cores are busy (CI's 2 cores with a test's subprocess beside it, or a benchmark
+    running alongside), spinning threads made them several times slower (test_custom_policies.py: 71 s against 13 s
+    with one thread, on 2 shared cores). Tests about threads set their own counts (``thread_counts``)."""
+    before = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)
@@ -65,6 +78,7 @@ def thread_counts() -> Iterator[Callable[..., None]]:
 
 @pytest.fixture
 def one_torch_thread(thread_counts: Callable[..., None]) -> None:
-    """Torch on one thread for the test (restored after it): the learning tests' thresholds were measured so, and
-    ``learn`` derives both pools' counts from it (``sb3_clippedppo.threads``), which gives BLAS one thread too."""
+    """Torch on one thread for the test (restored after it), whatever the session's count: the learning tests'
+    thresholds were measured so, and ``learn`` derives both pools' counts from it (``sb3_clippedppo.threads``), which
+    gives BLAS one thread too."""
     thread_counts(torch=1)
