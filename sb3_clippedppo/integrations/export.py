@@ -16,10 +16,13 @@ The file computes, in order:
 
 Inputs: one per observation (``"observation"``, or one per key of a ``Dict`` space, named by the key), of shape
 ``(batch, *obs_shape)`` and the observation space's dtype (``Discrete``: int64 of shape ``(batch,)``), the batch size
-free. Output ``"action"``: ``(batch, *action_shape)``, float32 for ``Box`` and ``MultiBinary``, int64 for ``Discrete``
-and ``MultiDiscrete`` (the dtypes ``predict`` returns). Image inputs have the layout of the model's observation space
-(channels first, as SB3's ``VecTransposeImage`` gives them). The file's metadata (``metadata_props``) records the
-observation and action spaces, the input names and the package version.
+free; with ``action_masks=True`` (``--action-masks``), a last input ``"action_mask"``, bool ``(batch, mask_dim)`` in
+sb3-contrib's layout (True where an action is valid; :mod:`sb3_clippedppo.masking`), and the action is the most likely
+valid one, as ``model.predict(obs, deterministic=True, action_masks=masks)``. Output ``"action"``:
+``(batch, *action_shape)``, float32 for ``Box`` and ``MultiBinary``, int64 for ``Discrete`` and ``MultiDiscrete`` (the
+dtypes ``predict`` returns). Image inputs have the layout of the model's observation space (channels first, as SB3's
+``VecTransposeImage`` gives them). The file's metadata (``metadata_props``) records the observation and action spaces,
+the input names and the package version.
 
 Command for RL Baselines3 Zoo runs (the run folder's model zip and, if present, its ``vecnormalize.pkl``)::
 
@@ -57,9 +60,12 @@ from torch import nn
 from sb3_clippedppo import __version__
 from sb3_clippedppo.buffers import with_feature_axis
 from sb3_clippedppo.clipped_ppo import ClippedPPO
+from sb3_clippedppo.masking.layout import mask_dim
+from sb3_clippedppo.masking.logits import masked_distribution
 
 EXTRA = "export"
 OBSERVATION_INPUT = "observation"
+ACTION_MASK_INPUT = "action_mask"
 ACTION_OUTPUT = "action"
 OBSERVATION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
 ACTION_SPACES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -201,17 +207,26 @@ class DeterministicPolicy(nn.Module):
 
     :param policy: the model's policy (``model.policy``).
     :param vec_normalize: ``VecNormalize`` whose observation statistics come first, or None.
+    :param action_masks: take the action masks as a last input (``Discrete``, ``MultiDiscrete``, ``MultiBinary``
+        actions, a policy that offers this package's distributions).
+    :raises TypeError: for ``action_masks`` with actions or a policy that cannot be masked.
     """
 
     low: th.Tensor
     high: th.Tensor
 
-    def __init__(self, policy: BasePolicy, vec_normalize: VecNormalize | None = None):
+    def __init__(self, policy: BasePolicy, vec_normalize: VecNormalize | None = None, action_masks: bool = False):
         super().__init__()
         self.observation_space: spaces.Space = policy.observation_space
         self.action_space: spaces.Space = policy.action_space
         check_spaces(self.observation_space, self.action_space)
         self.names = input_names(self.observation_space)
+        self.action_masks = bool(action_masks)
+        if self.action_masks:  # the mask input: sb3_clippedppo.masking's layout
+            self.mask_dim = mask_dim(self.action_space)
+            if not getattr(policy, "offers_distributions", False):
+                raise TypeError(f"action_masks=True needs a policy that offers sb3_clippedppo's distributions, got "
+                                f"{type(policy).__name__}")  # fmt: skip
         self.vec_normalize = nn.ModuleDict(vec_normalize_modules(vec_normalize, self.observation_space))
         self.policy = copy.deepcopy(policy).to("cpu")
         for parameter in self.policy.parameters():
@@ -223,19 +238,28 @@ class DeterministicPolicy(nn.Module):
 
     def forward(self, *observations: th.Tensor) -> th.Tensor:
         """
-        :param observations: one tensor per input name, ``(B, *obs_shape)`` in the input dtypes.
+        :param observations: one tensor per input name, ``(B, *obs_shape)`` in the input dtypes (then the action masks,
+            ``(B, mask_dim)`` bool, with ``action_masks``).
         :return: actions ``(B, *action_shape)``.
         """
+        masks = observations[-1] if self.action_masks else None
+        observations = observations[: len(self.names)]
         inputs = {
             name: self.vec_normalize[name](x) if name in self.vec_normalize else x
             for name, x in zip(self.names, observations, strict=True)
         }
         obs: Any = inputs if isinstance(self.observation_space, spaces.Dict) else inputs[OBSERVATION_INPUT]
         obs = with_feature_axis(obs, self.observation_space)
-        actions = self.policy.get_distribution(obs).mode()  # type: ignore[operator]
+        distribution = self.policy.get_distribution(obs)  # type: ignore[operator]
+        if masks is not None:
+            distribution = masked_distribution(distribution, masks)
+        actions = distribution.mode()
         actions = actions.reshape(-1, *self.action_space.shape)  # type: ignore[misc]
         if isinstance(self.action_space, spaces.Box):
-            actions = th.minimum(th.maximum(actions, self.low), self.high)
+            if self.policy.squash_output:  # gSDE's tanh-squashed actions, rescaled to the bounds (SB3's unscale_action)
+                actions = self.low + 0.5 * (actions + 1.0) * (self.high - self.low)
+            else:
+                actions = th.minimum(th.maximum(actions, self.low), self.high)
         return actions
 
 
@@ -276,6 +300,7 @@ def export_onnx(
     vec_normalize: VecNormalize | str | os.PathLike | None = None,
     opset: int | None = None,
     metadata: dict[str, str] | None = None,
+    action_masks: bool = False,
 ) -> Path:
     """
     Write ``model``'s deterministic policy as an ONNX file: raw observations in, the actions of
@@ -290,6 +315,8 @@ def export_onnx(
         observation statistics the file applies first; None when observations reach the model unnormalized.
     :param opset: ONNX opset version (17 or above); None: the exporter's default.
     :param metadata: more ``metadata_props`` entries for the file (e.g. the environment's id).
+    :param action_masks: a last input ``"action_mask"`` (bool ``(batch, mask_dim)``, True where an action is valid):
+        the file returns the most likely valid action (invalid-action masking, :mod:`sb3_clippedppo.masking`).
     :return: the path written.
     :raises TypeError: for a model that is not a ClippedPPO, an unsupported observation or action space, or a
         ``vec_normalize`` of the wrong type.
@@ -302,16 +329,19 @@ def export_onnx(
         raise ValueError(f"opset must be None or an int >= 17 (torch.onnx's exporter supports 17 and above), got {opset!r}")
     onnx = require("onnx")
     require("onnxscript")
-    module = DeterministicPolicy(model.policy, load_vec_normalize(vec_normalize))
+    module = DeterministicPolicy(model.policy, load_vec_normalize(vec_normalize), action_masks=action_masks)
     examples = example_observations(module.observation_space)
     arguments = tuple(th.as_tensor(examples[name]) for name in module.names)
+    names = list(module.names)
+    if module.action_masks:
+        arguments, names = (*arguments, th.ones((2, module.mask_dim), dtype=th.bool)), [*names, ACTION_MASK_INPUT]
     batch = th.export.Dim("batch")
     with quiet_exporter():
         program = th.onnx.export(
             module,
             arguments,
             dynamo=True,
-            input_names=module.names,
+            input_names=names,
             output_names=[ACTION_OUTPUT],
             dynamic_shapes=(tuple({0: batch} for _ in arguments),),  # forward(*observations): one tuple of them
             opset_version=opset,
@@ -326,7 +356,7 @@ def export_onnx(
         {
             "observation_space": json.dumps(space_description(module.observation_space)),
             "action_space": json.dumps(space_description(module.action_space)),
-            "inputs": json.dumps(module.names),
+            "inputs": json.dumps(names),
             "vec_normalize": json.dumps(bool(module.vec_normalize)),
             "producer": f"sb3_clippedppo {__version__}",
             **(metadata or {}),
@@ -422,6 +452,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-checkpoint", type=int, help="export the checkpoint of this many steps")
     parser.add_argument("--vec-normalize", help="a vecnormalize.pkl (default: the run folder's, if any)")
     parser.add_argument("--opset", type=int, help="ONNX opset version (default: the exporter's)")
+    parser.add_argument("--action-masks", action="store_true",
+                        help="a last input 'action_mask' (bool, batch x mask_dim): the most likely valid action")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     output = Path(args.output)
@@ -436,7 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = ClippedPPO.load(files["model"], device="cpu")
         vec_normalize = args.vec_normalize or files["vec_normalize"]
         metadata = {"env_id": str(files["env_id"]), "env_kwargs": json.dumps(files["env_kwargs"], default=str)}
-        export_onnx(model, output, vec_normalize, args.opset, metadata=metadata if files["env_id"] else None)
+        export_onnx(model, output, vec_normalize, args.opset, metadata=metadata if files["env_id"] else None,
+                    action_masks=args.action_masks)  # fmt: skip
     except (ValueError, TypeError, ModuleNotFoundError) as error:
         parser.error(str(error))
     print(f"Wrote {output} (model {files['model']}, VecNormalize {vec_normalize or 'none'})")
