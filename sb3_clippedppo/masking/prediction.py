@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.preprocessing import maybe_transpose
 from stable_baselines3.common.utils import is_vectorized_observation
 
 from sb3_clippedppo.masking.layout import check_masks
@@ -48,9 +49,8 @@ def predict_masks(observation: Any, observation_space: spaces.Space, action_spac
     """
     if isinstance(observation_space, spaces.Dict):
         key = next(iter(observation_space.spaces))
-        vectorized = is_vectorized_observation(observation[key], observation_space[key])
-        first = np.asarray(observation[key])
-    else:
-        vectorized = is_vectorized_observation(observation, observation_space)
-        first = np.asarray(observation)
+        observation_space, observation = observation_space[key], observation[key]
+    # as SB3's obs_to_tensor: images may come channels last to a policy that takes them channels first
+    first = maybe_transpose(np.asarray(observation), observation_space)
+    vectorized = is_vectorized_observation(first, observation_space)
     return check_masks(masks, action_space, n_states=first.shape[0] if vectorized else 1)
