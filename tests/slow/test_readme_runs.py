@@ -2,9 +2,12 @@
 section's command and Python block (needs the export extra)."""
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.unit.test_readme import README, python_blocks
 
@@ -13,25 +16,28 @@ FULL_BUDGET = "total_timesteps=1_000_000"
 TEST_BUDGET = "total_timesteps=2_048"
 
 
-def run_quickstart(folder: Path) -> None:
-    """The README's quickstart (its first Python block), in a fresh interpreter in ``folder``, with one rollout."""
+@pytest.fixture(scope="module")
+def quickstart_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in which the README's quickstart (its first Python block) ran, in a fresh interpreter, with one rollout
+    of training instead of its million steps; both tests here use it (the export section starts from its model)."""
+    folder = tmp_path_factory.mktemp("quickstart")
     code = python_blocks(README)[0]
     assert FULL_BUDGET in code
     code = code.replace(FULL_BUDGET, TEST_BUDGET)
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (folder / "cheetah.zip").is_file()
+    return folder
 
 
-def test_readme_python_runs(tmp_path):
-    """The quickstart, run in a fresh interpreter in an empty folder, with one rollout of training."""
-    run_quickstart(tmp_path)
+def test_readme_python_runs(quickstart_folder):
+    """The quickstart, run in a fresh interpreter in an empty folder, saved its model."""
+    assert (quickstart_folder / "cheetah.zip").is_file()
 
 
-def test_readme_export_runs_without_torch_or_sb3(tmp_path):
+def test_readme_export_runs_without_torch_or_sb3(quickstart_folder, tmp_path):
     """The export section (needs the export extra): its command on the quickstart's model, then its Python block, which
     drives HalfCheetah-v4 with onnxruntime and Gymnasium alone."""
-    run_quickstart(tmp_path)
+    shutil.copytree(quickstart_folder, tmp_path, dirs_exist_ok=True)  # what the quickstart left: its model
     section = README.split("## Deploy: export to ONNX", 1)[1].split("\n## ", 1)[0]
     command = next(line for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
                    if "sb3_clippedppo.export" in line)  # fmt: skip
