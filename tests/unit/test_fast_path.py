@@ -111,6 +111,69 @@ def test_closed_form_gradients_match_autograd(
     assert (ratio > 1 + clip_range).any() and (ratio < 1 - clip_range).any()
 
 
+MULTI_DISCRETE = spaces.MultiDiscrete([3, 4, 2])
+
+
+def make_masked_batch(policy: ActorCriticPolicy, n: int, seed: int) -> RolloutBatch:
+    """A minibatch of make_batch's kind with action masks (about 40% of the choices invalid, at least one valid per
+    component), actions drawn from the masked distributions, and the rollout policy's masked logits."""
+    from sb3_clippedppo.masking import component_sizes, masked_distribution, masked_logits
+
+    batch = make_batch(policy, n, seed)
+    rng = np.random.default_rng(seed)
+    sizes = component_sizes(policy.action_space)
+    masks = rng.random((n, sum(sizes))) < 0.6
+    starts = np.cumsum((0, *sizes[:-1]))
+    for start, size in zip(starts, sizes, strict=True):
+        masks[np.arange(n), start + rng.integers(0, size, n)] = True
+    masks = th.as_tensor(masks)
+    with th.no_grad():
+        distribution = masked_distribution(policy.forward_distribution(batch.observations)[0], masks)
+        actions = distribution.sample(policy.distribution_class.draw_noise((n,), policy.action_space))
+        log_prob = distribution.log_prob(actions)
+    gen = th.Generator().manual_seed(seed)
+    old_distribution = masked_logits(batch.old_distribution, masks)
+    return batch._replace(actions=actions, old_log_prob=log_prob + 0.4 * th.randn(n, generator=gen),
+                          old_distribution=old_distribution, action_masks=masks)  # fmt: skip
+
+
+def test_masked_closed_form_gradients_match_autograd(
+    action_space, activation, net_arch, clip_range_vf, normalize, objective, arithmetic
+):
+    """Invalid-action masking (sb3_clippedppo.masking) on the grid of test_closed_form_gradients_match_autograd, with
+    Discrete and MultiDiscrete actions: the closed form's loss terms and gradients are autograd's."""
+    th.manual_seed(0)
+    policy = make_policy(action_space, net_arch=net_arch, activation_fn=activation, ortho_init=False)
+    batch = make_masked_batch(policy, n=64, seed=1)
+    advantages = normalize_advantages(batch.advantages) if normalize else batch.advantages
+    coefficients = LossCoefficients(0.2, clip_range_vf, 0.01, 0.7, objective, 3.0)
+
+    policy.optimizer.zero_grad(set_to_none=False)
+    reference = ppo_loss(policy, batch, advantages, coefficients)
+    reference.loss.backward()
+    expected = gradients(policy)
+    unmasked = ppo_loss(policy, batch._replace(action_masks=None), advantages, coefficients)
+    assert abs(float(unmasked.entropy_loss) - float(reference.entropy_loss)) > 1e-3  # the masks change the loss
+
+    fast = closed_form(policy)
+    assert fast.xp is arithmetic
+    for p in policy.parameters():
+        p.grad.fill_(123.0)
+    terms, _ = fast.loss(batch, advantages, coefficients)
+    fast.backward(_)
+    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction"):
+        got = th.as_tensor(np.asarray(getattr(terms, name)))
+        th.testing.assert_close(got, getattr(reference, name).detach().to(got.dtype), rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
+
+
+# The grid of test_closed_form_gradients_match_autograd, with masked Discrete and MultiDiscrete actions
+test_masked_closed_form_gradients_match_autograd.pytestmark = [  # type: ignore[attr-defined]
+    *(mark for mark in test_closed_form_gradients_match_autograd.pytestmark if mark.args[0] != "action_space"),
+    pytest.mark.parametrize("action_space", [DISCRETE, MULTI_DISCRETE], ids=["categorical", "multi-categorical"]).mark,
+]
+
+
 @pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["gaussian", "categorical"])
 def test_clip_boundaries_and_ties_follow_autograd(action_space):
     """Ratios exactly at 1 and at the clip boundaries: the gradient mask agrees with torch's min/clamp conventions."""
@@ -143,13 +206,15 @@ class OwnExtractor(ActorCriticPolicy):
         (lambda: make_policy(optimizer_class=th.optim.SGD), "clip", None),
         (lambda: make_policy(DISCRETE), "kl_penalty", None),
         (lambda: make_policy(), "adaptive", "policy_objective='adaptive'"),
-        (lambda: make_policy(spaces.MultiDiscrete([2, 3])), "clip", "only Box actions"),
+        (lambda: make_policy(spaces.MultiDiscrete([2, 3])), "clip", None),
+        (lambda: make_policy(spaces.MultiDiscrete([[2, 3], [3, 2]])), "clip", "only Box actions"),
+        (lambda: make_policy(spaces.MultiBinary(3)), "clip", "only Box actions"),
         (lambda: make_policy(state_dependent_std=True), "clip", "state-independent log_std"),
         (lambda: make_policy(activation_fn=nn.GELU), "clip", "Tanh, ReLU, LeakyReLU or ELU"),
         (lambda: make_policy(optimizer_class=th.optim.Adafactor), "clip", "Adafactor is not known to update each element"),
         (lambda: OwnExtractor(OBS, BOX, lambda _: 1e-3), "clip", "OwnExtractor overrides extract_features"),
         (lambda: ActorCriticPolicy(spaces.Box(0, 255, (36, 36, 1), np.uint8), BOX, lambda _: 1e-3), "clip", "non-image"),
-        (lambda: ActorCriticPolicy(spaces.Discrete(5), BOX, lambda _: 1e-3), "clip", "observations are not a"),
+        (lambda: ActorCriticPolicy(spaces.Discrete(5), BOX, lambda _: 1e-3), "clip", None),
     ],
 )
 def test_where_the_fast_path_applies(make, objective, reason):
