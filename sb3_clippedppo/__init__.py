@@ -42,6 +42,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from sb3_clippedppo.buffers import RolloutBuffer, compute_gae
     from sb3_clippedppo.clipped_ppo import ClippedPPO
+    from sb3_clippedppo.losses import NonFiniteLossError
     from sb3_clippedppo.policies import (
         ActorCriticCnnPolicy,
         ActorCriticPolicy,
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
         MultiInputActorCriticPolicy,
         MultiInputPolicy,
     )
-    from sb3_clippedppo.losses import NonFiniteLossError
 
 
 def __getattr__(name: str) -> Any:

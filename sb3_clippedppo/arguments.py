@@ -90,17 +90,17 @@ def check_spaces(observation_space: spaces.Space, action_space: spaces.Space) ->
 def check_policy_kwargs(policy_class: type, policy_kwargs: dict[str, Any] | None) -> None:
     """
     Check that ``policy_class`` accepts every key of ``policy_kwargs`` (for a class whose ``__init__`` passes ``**kwargs``
-    on, its parents' arguments count too) and that gSDE is not asked for.
+    on, its parents' arguments count too) and that it does not set ``use_sde`` (ClippedPPO's argument, as in SB3's PPO).
 
     :raises TypeError: for a ``policy_kwargs`` that is not a dict, or an argument the policy does not take.
-    :raises ValueError: for ``use_sde=True``.
+    :raises ValueError: for ``use_sde`` in ``policy_kwargs``.
     """
     if policy_kwargs is None:
         return
     if not isinstance(policy_kwargs, dict):
         raise TypeError(f"policy_kwargs must be a dict or None, got {policy_kwargs!r}")
-    if policy_kwargs.get("use_sde"):
-        raise ValueError("policy_kwargs use_sde=True: gSDE is not supported by ClippedPPO")
+    if "use_sde" in policy_kwargs:
+        raise ValueError("policy_kwargs must not set use_sde: pass use_sde=True to ClippedPPO, as to SB3's PPO")
     parameters: dict[str, inspect.Parameter] = {}
     for cls in policy_class.__mro__:
         if "__init__" not in vars(cls):
@@ -133,7 +133,8 @@ def check_options(policy: Any, options: dict[str, bool], vf_learning_rate: Any) 
     if needs_distributions and not getattr(policy, "offers_distributions", False):
         raise ValueError(
             f"{' and '.join(needs_distributions)} need the exact KL between action distributions, which only policies "
-            f"with offers_distributions = True (sb3_clippedppo's) provide; got {type(policy).__name__}"
+            f"with offers_distributions = True (sb3_clippedppo's, without gSDE) provide; got {type(policy).__name__}"
+            + (" with use_sde=True" if getattr(policy, "use_sde", False) else "")
         )
     group_names = [group.get("name") for group in policy.optimizer.param_groups]
     if vf_learning_rate is not None and "critic" not in group_names:
@@ -161,6 +162,7 @@ def check_arguments(
     vf_coef: Any,
     max_grad_norm: Any,
     use_sde: bool,
+    sde_sample_freq: Any,
     rollout_buffer_class: Any,
     rollout_buffer_kwargs: Any,
     target_kl: Any,
@@ -179,8 +181,10 @@ def check_arguments(
     :raises TypeError: for an argument of the wrong type.
     :raises ValueError: for an argument out of range, or an unsupported combination.
     """
-    if use_sde:
-        raise ValueError("use_sde=True (generalized State-Dependent Exploration) is not supported by ClippedPPO")
+    if not isinstance(use_sde, (bool, np.bool_)):
+        raise TypeError(f"use_sde must be a bool, got {use_sde!r}")
+    if not isinstance(sde_sample_freq, (int, np.integer)) or isinstance(sde_sample_freq, bool):
+        raise TypeError(f"sde_sample_freq must be an int (-1 or 0: only at each rollout's start), got {sde_sample_freq!r}")
     if rollout_buffer_class is not None and rollout_buffer_class.__name__ not in ("RolloutBuffer", "DictRolloutBuffer"):
         raise ValueError(
             "rollout_buffer_class must be None (ClippedPPO's own buffer, for every observation space), "

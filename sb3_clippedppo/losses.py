@@ -19,6 +19,7 @@ stays inside the backend.
 from typing import Any, NamedTuple
 
 import torch as th
+
 from sb3_clippedppo.buffers import RolloutBatch
 from sb3_clippedppo.distributions import array_module
 

@@ -27,7 +27,8 @@ CLIP = 10.0
 def normalize(x: Any, mean: Any, inv_std: Any) -> Any:
     """
     ``clip((x - mean) * inv_std, -10, 10)``: the normalization the policy applies (and ``VecNormalize``), written once for
-    torch tensors (the policy's own forward pass) and NumPy arrays (the closed form, :mod:`sb3_clippedppo.backends.closed_form`).
+    torch tensors (the policy's own forward pass) and NumPy arrays (the closed form,
+    :mod:`sb3_clippedppo.backends.closed_form`).
 
     :param x: observations, shape ``(B, *shape)``.
     :param mean: running mean, shape ``shape``, of ``x``'s kind and dtype.

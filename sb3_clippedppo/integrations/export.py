@@ -228,7 +228,7 @@ class DeterministicPolicy(nn.Module):
                 raise TypeError(f"action_masks=True needs a policy that offers sb3_clippedppo's distributions, got "
                                 f"{type(policy).__name__}")  # fmt: skip
         self.vec_normalize = nn.ModuleDict(vec_normalize_modules(vec_normalize, self.observation_space))
-        self.policy = copy.deepcopy(policy).to("cpu")
+        self.policy = copy.deepcopy(policy, without_sampled_noise(policy)).to("cpu")
         for parameter in self.policy.parameters():
             parameter.requires_grad_(False)
         if isinstance(self.action_space, spaces.Box):
@@ -250,10 +250,13 @@ class DeterministicPolicy(nn.Module):
         }
         obs: Any = inputs if isinstance(self.observation_space, spaces.Dict) else inputs[OBSERVATION_INPUT]
         obs = with_feature_axis(obs, self.observation_space)
-        distribution = self.policy.get_distribution(obs)  # type: ignore[operator]
-        if masks is not None:
-            distribution = masked_distribution(distribution, masks)
-        actions = distribution.mode()
+        if getattr(self.policy, "use_sde", False):
+            actions = gsde_mean_actions(self.policy, obs)
+        else:
+            distribution = self.policy.get_distribution(obs)  # type: ignore[operator]
+            if masks is not None:
+                distribution = masked_distribution(distribution, masks)
+            actions = distribution.mode()
         actions = actions.reshape(-1, *self.action_space.shape)  # type: ignore[misc]
         if isinstance(self.action_space, spaces.Box):
             if self.policy.squash_output:  # gSDE's tanh-squashed actions, rescaled to the bounds (SB3's unscale_action)
@@ -261,6 +264,39 @@ class DeterministicPolicy(nn.Module):
             else:
                 actions = th.minimum(th.maximum(actions, self.low), self.high)
         return actions
+
+
+def gsde_mean_actions(policy: Any, obs: Any) -> th.Tensor:
+    """
+    A gSDE policy's deterministic actions, ``action_net`` of the actor's latent features (``tanh`` of it with
+    ``squash_output``): what ``get_distribution(obs).mode()`` gives, without building SB3's state-dependent noise
+    distribution, whose argument checks the ONNX exporter cannot trace.
+
+    :param policy: a policy with ``use_sde=True``.
+    :param obs: observations, a tensor ``(B, *obs_shape)`` or a dict of them.
+    :return: the actions, ``(B, action_dim)``.
+    """
+    features = BasePolicy.extract_features(policy, obs, policy.pi_features_extractor)
+    mean = policy.action_net(policy.mlp_extractor.forward_actor(features))
+    return th.tanh(mean) if policy.squash_output else mean
+
+
+def without_sampled_noise(policy: BasePolicy) -> dict[int, Any]:
+    """
+    A ``copy.deepcopy`` memo that copies a gSDE policy's distribution without the exploration matrices it sampled: they
+    carry autograd history (SB3 samples them with ``rsample``), which ``deepcopy`` refuses, and deterministic actions
+    do not use them. Empty for other policies.
+
+    :param policy: the policy to copy.
+    """
+    distribution = getattr(policy, "action_dist", None)
+    if distribution is None:
+        return {}
+    clean = copy.copy(distribution)
+    for name, value in vars(distribution).items():
+        if isinstance(value, (th.Tensor, th.distributions.Distribution)):
+            setattr(clean, name, None)
+    return {id(distribution): clean}
 
 
 def load_vec_normalize(vec_normalize: VecNormalize | str | os.PathLike | None) -> VecNormalize | None:
