@@ -208,7 +208,7 @@ def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) 
     :param conf: ``(file name, text)`` of the hyperparameter file for ``-conf``, or None for the Zoo's default file.
     :param keep_models: also return the model zips.
     :return: ``files`` (path in the Zoo's run folder -> content), ``log`` (gzipped output), ``started`` (epoch
-        seconds), ``wall_clock_s``, ``node`` (:func:`node_info`) and ``machine`` (:func:`machine_info`).
+        seconds), ``wall_clock_s``, ``cpu_s`` (the run's own user + system CPU seconds), ``node`` (:func:`node_info`) and ``machine`` (:func:`machine_info`).
     :raises RunFailed: when the training exits with an error (retried up to ``--retries`` times).
     """
     node = node_info()
@@ -221,15 +221,20 @@ def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) 
         # learn holds NumPy's BLAS to it (sb3_clippedppo.threads); no thread environment variable is needed
         env = {**os.environ, "MPLBACKEND": "Agg"}
         started = time.time()
-        result = subprocess.run(command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        output = process.stdout.read()  # type: ignore[union-attr]
+        # wait4: this run's own CPU time, which other processes sharing the cores do not inflate (unlike wall-clock)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = returncode = os.waitstatus_to_exitcode(status)
         wall = time.time() - started
-        log = gzip.compress(result.stdout)
+        log = gzip.compress(output)
         run_dirs = list(Path(scratch, "logs").glob("*/*_1"))
-        if result.returncode != 0 or len(run_dirs) != 1:
-            raise RunFailed(f"rl_zoo3.train exited with {result.returncode} on {node['hostname']}", log, node)
+        if returncode != 0 or len(run_dirs) != 1:
+            raise RunFailed(f"rl_zoo3.train exited with {returncode} on {node['hostname']}", log, node)
         files = {str(path.relative_to(run_dirs[0])): path.read_bytes() for path in sorted(run_dirs[0].rglob("*"))
                  if path.is_file() and (keep_models or path.suffix != ".zip")}  # fmt: skip
-    return {"files": files, "log": log, "started": started, "wall_clock_s": wall, "node": node, "machine": machine_info()}
+    return {"files": files, "log": log, "started": started, "wall_clock_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "node": node, "machine": machine_info()}
 
 
 def final_timesteps(run_dir: Path, env: str) -> int:
@@ -294,7 +299,8 @@ def write_outputs(job: Job, args: argparse.Namespace, outcome: dict[str, Any] | 
         record.update(
             status="finished", run_dir=str(run_dir.relative_to(job.out)), node=outcome["node"],
             started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(outcome["started"])), returncode=0,
-            wall_clock_s=outcome["wall_clock_s"], timesteps=steps, steps_per_s=steps / outcome["wall_clock_s"],
+            wall_clock_s=outcome["wall_clock_s"], cpu_s=outcome.get("cpu_s"), timesteps=steps,
+            steps_per_s=steps / outcome["wall_clock_s"],
             machine={**outcome["machine"], "torch_threads": 1, "jobs": jobs},
         )  # fmt: skip
     log_path.write_bytes(log)
