@@ -208,7 +208,8 @@ def train(zoo_args: list[str], conf: tuple[str, str] | None, keep_models: bool) 
     :param conf: ``(file name, text)`` of the hyperparameter file for ``-conf``, or None for the Zoo's default file.
     :param keep_models: also return the model zips.
     :return: ``files`` (path in the Zoo's run folder -> content), ``log`` (gzipped output), ``started`` (epoch
-        seconds), ``wall_clock_s``, ``cpu_s`` (the run's own user + system CPU seconds), ``node`` (:func:`node_info`) and ``machine`` (:func:`machine_info`).
+        seconds), ``wall_clock_s``, ``cpu_s`` (the run's own user + system CPU seconds), ``node`` (:func:`node_info`)
+        and ``machine`` (:func:`machine_info`).
     :raises RunFailed: when the training exits with an error (retried up to ``--retries`` times).
     """
     node = node_info()
