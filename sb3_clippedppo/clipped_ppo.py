@@ -197,7 +197,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.kl_coef = float(kl_coef)  # PPO-Penalty's current beta (adapted during training)
         self.kl_penalty_target = kl_penalty_target
         self.kl_adaptive_lr = kl_adaptive_lr
-        self.kl_adaptive_lr_bounds = tuple(kl_adaptive_lr_bounds)
+        lowest, highest = kl_adaptive_lr_bounds
+        self.kl_adaptive_lr_bounds = (float(lowest), float(highest))
         self.lr_scale = 1.0  # factor on the scheduled learning rates (adapted under kl_adaptive_lr)
         self.fast_path = fast_path
         self.recompute_advantages = bool(recompute_advantages)
@@ -434,8 +435,8 @@ class ClippedPPO(OnPolicyAlgorithm):
         self.backend.prepare()
         self._update_learning_rates(self.policy.optimizer)
         progress = self._current_progress_remaining
-        clip_range = self.clip_range(progress)  # type: ignore[operator]
-        clip_range_vf = None if self.clip_range_vf is None else self.clip_range_vf(progress)  # type: ignore[operator]
+        clip_range = cast(Schedule, self.clip_range)(progress)  # FloatSchedules since _setup_model, as in SB3's PPO
+        clip_range_vf = None if self.clip_range_vf is None else cast(Schedule, self.clip_range_vf)(progress)
         ent_coef = self.ent_coef_schedule(progress)
         coefficients = LossCoefficients(clip_range, clip_range_vf, ent_coef, self.vf_coef, self.policy_objective, self.kl_coef)
 
@@ -512,7 +513,8 @@ class ClippedPPO(OnPolicyAlgorithm):
                 self.logger.record("train/kl_coef", self.kl_coef)
             if self.kl_adaptive_lr:
                 learning_rate = self.lr_schedule(self._current_progress_remaining)
-                self.lr_scale = adapt_lr_scale(self.lr_scale, kl, self.target_kl, learning_rate, self.kl_adaptive_lr_bounds)  # type: ignore[arg-type]
+                target_kl = cast(float, self.target_kl)  # kl_adaptive_lr needs it (check_arguments)
+                self.lr_scale = adapt_lr_scale(self.lr_scale, kl, target_kl, learning_rate, self.kl_adaptive_lr_bounds)
                 self.logger.record("train/lr_scale", self.lr_scale)
             if state_dependent_std:
                 self.logger.record("train/std", std)

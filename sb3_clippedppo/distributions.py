@@ -18,7 +18,7 @@ standard logistic noise (Bernoulli).
 
 import math
 from abc import ABC, abstractmethod
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch as th
@@ -248,11 +248,11 @@ class DiagGaussian(Distribution):
 
     @staticmethod
     def param_dim(action_space: spaces.Space) -> int:
-        return 2 * int(np.prod(action_space.shape))  # type: ignore[arg-type]
+        return 2 * spaces.flatdim(action_space)
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
-        return th.randn((*shape, int(np.prod(action_space.shape))), device=device)  # type: ignore[arg-type]
+        return th.randn((*shape, spaces.flatdim(action_space)), device=device)
 
 
 class LogitsDistribution(Distribution, ABC):
@@ -270,7 +270,7 @@ class LogitsDistribution(Distribution, ABC):
 
     @staticmethod
     def param_dim(action_space: spaces.Space) -> int:
-        return int(action_space.n)  # type: ignore[attr-defined]
+        return spaces.flatdim(action_space)
 
 
 class Categorical(LogitsDistribution):
@@ -300,7 +300,7 @@ class Categorical(LogitsDistribution):
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
-        return gumbel_noise((*shape, int(action_space.n)), device)  # type: ignore[attr-defined]
+        return gumbel_noise((*shape, spaces.flatdim(action_space)), device)
 
 
 class MultiCategorical(Distribution):
@@ -341,11 +341,11 @@ class MultiCategorical(Distribution):
 
     @classmethod
     def from_params(cls, params: th.Tensor, action_space: spaces.Space) -> "MultiCategorical":
-        return cls(params, tuple(action_space.nvec.reshape(-1)))  # type: ignore[attr-defined]
+        return cls(params, tuple(cast(spaces.MultiDiscrete, action_space).nvec.reshape(-1)))
 
     @staticmethod
     def param_dim(action_space: spaces.Space) -> int:
-        return int(np.sum(action_space.nvec))  # type: ignore[attr-defined]
+        return spaces.flatdim(action_space)
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
@@ -391,7 +391,7 @@ class Bernoulli(LogitsDistribution):
 
     @staticmethod
     def draw_noise(shape: tuple[int, ...], action_space: spaces.Space, device: th.device | str = "cpu") -> th.Tensor:
-        return Bernoulli._logistic((*shape, int(action_space.n)), device)  # type: ignore[attr-defined]
+        return Bernoulli._logistic((*shape, spaces.flatdim(action_space)), device)
 
     @staticmethod
     def _logistic(shape: tuple[int, ...], device: th.device | str) -> th.Tensor:

@@ -2,11 +2,13 @@
 learning rate. ClippedPPO applies them after each update, with the exact mean ``KL(pi_old || pi)`` over the rollout's
 observations (``train/kl``, :func:`measure_updated_policy`)."""
 
+from typing import cast
+
 import torch as th
 from gymnasium import spaces
 
 from sb3_clippedppo.buffers import RolloutBuffer
-from sb3_clippedppo.distributions import DiagGaussian
+from sb3_clippedppo.distributions import DiagGaussian, Distribution
 from sb3_clippedppo.policies import ActorCriticPolicy, evaluate_rollout
 
 
@@ -24,6 +26,7 @@ def measure_updated_policy(policy: ActorCriticPolicy, buffer: RolloutBuffer) -> 
     old_distributions = th.as_tensor(buffer.old_distributions.reshape(buffer.n_transitions, -1), device=policy.device)
     kl_sum, std_sum = 0.0, 0.0
     for chunk, distribution, _ in evaluate_rollout(policy, buffer):
+        distribution = cast(Distribution, distribution)  # evaluate_rollout gives them without values_only
         kl_sum += policy.distribution_from_params(old_distributions[chunk]).kl(distribution).sum().item()
         if isinstance(distribution, DiagGaussian):
             std_sum += th.exp(distribution.log_std).mean(dim=-1).expand(distribution.mean.shape[0]).sum().item()

@@ -9,7 +9,7 @@ a policy starts from exactly the weights SB3's PPO policy starts from.
 
 import functools
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -373,7 +373,7 @@ def evaluate_rollout(
         if values_only:
             yield chunk, None, policy.predict_values(observations).flatten()
         else:
-            distribution, values = policy.forward_distribution(observations)  # type: ignore[operator]
+            distribution, values = cast(ActorCriticPolicy, policy).forward_distribution(observations)
             if masks is not None:
                 distribution = masked_distribution(distribution, masks[chunk])
             yield chunk, distribution, values

@@ -5,7 +5,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import torch as th
 
@@ -36,7 +36,7 @@ def save_atomically(save: Callable[..., None], path: str | os.PathLike | Any, **
             os.remove(temporary)
 
 
-def is_optimizer_state(state: Any) -> bool:
+def is_optimizer_state(state: Any) -> TypeGuard[dict[str, Any]]:
     """Whether ``state`` has the form of ``torch.optim.Optimizer.state_dict()`` (a dict with ``state`` and
     ``param_groups``)."""
     return isinstance(state, dict) and {"state", "param_groups"} <= set(state)

@@ -7,7 +7,7 @@ backends take the same actions, and is evaluated through ``forward_distribution`
 Any other SB3 policy samples in its ``forward`` and is evaluated through ``evaluate_actions``, as in SB3's PPO.
 """
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch as th
@@ -17,6 +17,7 @@ from sb3_clippedppo.backends.base import RolloutStep, UpdateBackend
 from sb3_clippedppo.buffers import RolloutBatch, observations_as_tensor
 from sb3_clippedppo.losses import LossCoefficients, LossTerms, ppo_loss_terms
 from sb3_clippedppo.masking.logits import masked_distribution
+from sb3_clippedppo.policies import ActorCriticPolicy
 
 
 def ppo_loss(
@@ -39,17 +40,18 @@ def ppo_loss(
     """
     kl = None
     if getattr(policy, "offers_distributions", False):
-        distribution, values = policy.forward_distribution(batch.observations)  # type: ignore[operator]
+        native = cast(ActorCriticPolicy, policy)
+        distribution, values = native.forward_distribution(batch.observations)
         if batch.action_masks is not None:  # invalid-action masking (sb3_clippedppo.masking)
             distribution = masked_distribution(distribution, batch.action_masks)
         log_prob, entropy = distribution.log_prob(batch.actions), distribution.entropy()
         if coefficients.policy_objective == "kl_penalty":
-            kl = policy.distribution_from_params(batch.old_distribution).kl(distribution)  # type: ignore[operator]
+            kl = native.distribution_from_params(batch.old_distribution).kl(distribution)
     else:
-        values, log_prob, entropy = policy.evaluate_actions(batch.observations, batch.actions)
+        values, log_prob, sb3_entropy = policy.evaluate_actions(batch.observations, batch.actions)
         values = values.flatten()
-    if entropy is None:
-        entropy = -log_prob
+        # a distribution without a closed-form entropy: estimated by -log_prob, as SB3's PPO does
+        entropy = -log_prob if sb3_entropy is None else sb3_entropy
     terms = ppo_loss_terms(log_prob, entropy, values, batch, advantages, coefficients, kl).terms
     return terms._replace(**{name: getattr(terms, name).detach() for name in LossTerms._fields[1:]})
 
@@ -72,11 +74,12 @@ class AutogradBackend(UpdateBackend):
 
             return sb3_step
 
-        noise = policy.draw_noise(n_steps, n_envs).to(policy.device)  # type: ignore[operator]
+        native = cast(ActorCriticPolicy, policy)
+        noise = native.draw_noise(n_steps, n_envs).to(policy.device)
 
         @th.no_grad()
         def step(obs: Any, index: int, masks: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-            distribution, values = policy.forward_distribution(as_tensor(obs))  # type: ignore[operator]
+            distribution, values = native.forward_distribution(as_tensor(obs))
             if masks is not None:  # invalid-action masking: masked logits, so the masked distribution's parameters are kept
                 distribution = masked_distribution(distribution, masks)
             actions = distribution.sample(noise[index])

@@ -2,11 +2,14 @@
 that knows both backends. Without :mod:`sb3_clippedppo.backends.closed_form`, delete its import and the two lines that
 use it, and every policy trains through autograd."""
 
+from typing import cast
+
 from stable_baselines3.common.policies import ActorCriticPolicy as SB3ActorCriticPolicy
 
 from sb3_clippedppo.backends.autograd import AutogradBackend
 from sb3_clippedppo.backends.base import UpdateBackend
 from sb3_clippedppo.backends.closed_form import ClosedFormBackend, closed_form_networks
+from sb3_clippedppo.policies import ActorCriticPolicy
 
 
 def choose_backend(policy: SB3ActorCriticPolicy, fast_path: bool | str, policy_objective: str) -> tuple[UpdateBackend, str]:
@@ -27,7 +30,7 @@ def choose_backend(policy: SB3ActorCriticPolicy, fast_path: bool | str, policy_o
         return AutogradBackend(policy), ""
     networks = closed_form_networks(policy, policy_objective)
     if not isinstance(networks, str):
-        return ClosedFormBackend(policy, networks), ""  # type: ignore[arg-type]
+        return ClosedFormBackend(cast(ActorCriticPolicy, policy), networks), ""  # closed_form_networks checked the class
     if fast_path is True:
         raise ValueError(f"fast_path=True, but the fast path does not apply: {networks}")
     return AutogradBackend(policy), networks

@@ -206,7 +206,7 @@ def sample_clippedppo_params(trial: Any, n_actions: int, n_envs: int, additional
     return hyperparams
 
 
-def _patch_experiment_manager(experiment_manager: type) -> None:
+def _patch_experiment_manager(experiment_manager: Any) -> None:
     """
     For ``algo="clippedppo"``: without ``-conf``, read the file and entry that :func:`hyperparameter_source` picks
     (and print them), read ``ent_coef: lin_<value>`` in hyperparameter files as a linear schedule (the Zoo does so for
@@ -214,11 +214,11 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
     linear learning rate, which ``--trial-id`` passes to the Zoo's preprocessing, where only strings and numbers are
     accepted).
     """
-    original = experiment_manager.__init__  # type: ignore[misc]
-    if getattr(original, "sb3_clippedppo_default_config", False):
+    original = experiment_manager.__init__
+    if getattr(experiment_manager, "sb3_clippedppo_patched", False):
         return
-    original_preprocess = experiment_manager._preprocess_hyperparams  # type: ignore[attr-defined]
-    original_read = experiment_manager.read_hyperparameters  # type: ignore[attr-defined]
+    original_preprocess = experiment_manager._preprocess_hyperparams
+    original_read = experiment_manager.read_hyperparameters
     exp_manager_file = sys.modules[experiment_manager.__module__].__file__
 
     @functools.wraps(original_read)
@@ -233,7 +233,7 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
                       f"using the RL Zoo's PPO entry '{entry}' from {path}")  # fmt: skip
         return original_read(self)
 
-    experiment_manager.read_hyperparameters = read_hyperparameters  # type: ignore[attr-defined]
+    experiment_manager.read_hyperparameters = read_hyperparameters
 
     @functools.wraps(original_preprocess)
     def _preprocess_hyperparams(self: Any, hyperparams: dict[str, Any]) -> Any:
@@ -247,7 +247,7 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
         processed, *rest = original_preprocess(self, others)
         return ({**processed, **schedules}, *rest)
 
-    experiment_manager._preprocess_hyperparams = _preprocess_hyperparams  # type: ignore[attr-defined]
+    experiment_manager._preprocess_hyperparams = _preprocess_hyperparams
     signature = inspect.signature(original)
 
     @functools.wraps(original)
@@ -259,8 +259,8 @@ def _patch_experiment_manager(experiment_manager: type) -> None:
         original(*bound.args, **bound.kwargs)
         self._clippedppo_default_config = default_config
 
-    __init__.sb3_clippedppo_default_config = True  # type: ignore[attr-defined]
-    experiment_manager.__init__ = __init__  # type: ignore[misc]
+    experiment_manager.sb3_clippedppo_patched = True
+    experiment_manager.__init__ = __init__
 
 
 def register_module(module: ModuleType) -> None:

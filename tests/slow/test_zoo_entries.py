@@ -18,6 +18,7 @@ import gymnasium as gym
 import pytest
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_clippedppo import ClippedPPO, zoo
@@ -62,6 +63,13 @@ def stand_in(entry: str) -> Any:
         if entry.startswith(prefix):
             return gym.spec(f"{name}-v4").entry_point
     raise AssertionError(f"no stand-in for {entry}: add one")
+
+
+class StopAfterFirstUpdate(BaseCallback):
+    """Stops learning at the first environment step after the first update."""
+
+    def _on_step(self) -> bool:
+        return self.model._n_updates == 0
 
 
 def installed(env_id: str) -> bool:
@@ -142,9 +150,11 @@ def test_each_zoo_entry_builds_and_updates(entry, tmp_path):
         assert isinstance(model, ClippedPPO)
         model.n_epochs = 1  # one epoch of the update: every other argument is the entry's
         before = model.policy.parameters_to_vector()
-        model.learn(model.n_steps * model.n_envs)
+        rollout = model.n_steps * model.n_envs
+        # A run of 10 rollouts, stopped at the first step after its first update: a schedule (lin_...) is not at 0 yet
+        model.learn(10 * rollout, callback=StopAfterFirstUpdate())
         model.get_env().close()
-    assert model.num_timesteps == model.n_steps * model.n_envs and model._n_updates == 1
+    assert model._n_updates == 1 and model.num_timesteps == rollout + model.n_envs
     assert (model.policy.parameters_to_vector() != before).any()
 
 

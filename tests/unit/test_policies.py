@@ -177,10 +177,13 @@ def test_the_distribution_interface_is_explicit():
         check_distribution_interface(OwnForward(OBS, ACT, lambda _: 1e-3))
 
 
-def test_gsde_and_squashing_are_refused():
-    with pytest.raises(ValueError, match="use_sde=True"):
-        make_policy(use_sde=True)
-    with pytest.raises(ValueError, match="squash_output=True"):
+def test_gsde_and_squashing_need_what_they_need():
+    assert make_policy(use_sde=True).use_sde  # Box actions (ACT)
+    with pytest.raises(ValueError, match=r"use_sde=True \(gSDE\) needs a Box action space"):
+        make_policy(spaces.Discrete(3), use_sde=True)
+    with pytest.raises(ValueError, match="use_sde=True and state_dependent_std=True"):
+        make_policy(use_sde=True, state_dependent_std=True)
+    with pytest.raises(ValueError, match="squash_output=True is only available with gSDE"):
         make_policy(squash_output=True)
     with pytest.raises(ValueError, match="state_dependent_std=True needs a Box action space"):
         make_policy(spaces.Discrete(3), state_dependent_std=True)
