@@ -352,3 +352,16 @@ def test_masking_is_core_level():
         assert not above, f"{module} imports {above}"
     assert any(within(i, "sb3_clippedppo.masking") for i in imported("sb3_clippedppo.clipped_ppo"))
     assert any(within(i, "sb3_clippedppo.masking") for i in imported("sb3_clippedppo.backends.closed_form.backend"))
+
+
+def test_a_masked_model_saves_loads_and_predicts_with_masks(tmp_path):
+    model = ClippedPPO("MlpPolicy", discrete_env(2), **SMALL)
+    model.learn(64, use_masking=True)
+    model.save(tmp_path / "masked.zip")
+    loaded = ClippedPPO.load(tmp_path / "masked.zip", env=discrete_env(2))
+    assert loaded.use_masking is True and loaded.uses_fast_path
+    obs, masks = np.arange(2), np.stack([np.eye(20, dtype=bool)[3], np.eye(20, dtype=bool)[17]])
+    for predictor in (model, loaded):
+        np.testing.assert_array_equal(predictor.predict(obs, deterministic=True, action_masks=masks)[0], [3, 17])
+    loaded.learn(64)  # and trains on, masked
+    assert loaded.rollout_buffer.keeps_masks
