@@ -365,3 +365,21 @@ def test_a_masked_model_saves_loads_and_predicts_with_masks(tmp_path):
         np.testing.assert_array_equal(predictor.predict(obs, deterministic=True, action_masks=masks)[0], [3, 17])
     loaded.learn(64)  # and trains on, masked
     assert loaded.rollout_buffer.keeps_masks
+
+
+def test_callbacks_find_the_steps_masks_in_locals():
+    """As with MaskablePPO, a callback finds the step's masks in locals["action_masks"]."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Record(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def _on_step(self):
+            self.seen.append(self.locals["action_masks"])
+            return True
+
+    record = Record()
+    ClippedPPO("MlpPolicy", discrete_env(), **SMALL).learn(32 * 4, callback=record)
+    assert len(record.seen) == 32 and all(m.shape == (4, 20) and m.dtype == np.bool_ for m in record.seen)
