@@ -1,10 +1,13 @@
 """Learning tests: ClippedPPO, each of its options and a custom SB3 policy learn small tasks.
 
-Thresholds (mean deterministic return over 20 evaluation episodes on separately seeded environments):
-- CartPole-v1 (RL Zoo PPO hyperparameters, 100k steps): >= 475 (the maximum is 500).
-- Pendulum-v1 (RL Zoo PPO hyperparameters without gSDE, 200k steps): >= -400 (a random policy scores about
-  -1200; a swing-up policy about -150 to -250).
-- InvertedPendulum-v4 (SB3 defaults with n_steps=512, 40k steps): >= 950 (the maximum is 1000).
+Thresholds (mean deterministic return over 20 evaluation episodes on separately seeded environments); the budgets come
+from learning curves of these runs (seed 0): where the run is past its threshold with a margin, not the RL Zoo's full
+budgets, which the checks do not need.
+- CartPole-v1 (RL Zoo PPO hyperparameters, 50k steps; their schedules span the run): >= 475 (the maximum is 500;
+  measured 500 at 50k, as at 100k).
+- Pendulum-v1 (RL Zoo PPO hyperparameters without gSDE, 100k steps): >= -400 (a random policy scores about -1200; a
+  swing-up policy about -150 to -250; measured -215 at 100k, -243 at 60k, -269 at 200k).
+- InvertedPendulum-v4 (SB3 defaults with n_steps=512, 20k steps): >= 950 (the maximum is 1000; measured 1000 from 15k).
 
 Torch runs on one thread (the ``one_torch_thread`` fixture), as when the thresholds were measured. How long a run takes
 is not checked here: timings belong in ``benchmarks/``.
@@ -38,9 +41,9 @@ CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs
 @pytest.mark.parametrize(
     "env_id, n_envs, timesteps, hyperparams, threshold",
     [
-        ("CartPole-v1", 8, 100_000, CARTPOLE, 475),
-        ("Pendulum-v1", 4, 200_000, PENDULUM, -400),
-        ("InvertedPendulum-v4", 1, 40_000, dict(n_steps=512), 950),
+        ("CartPole-v1", 8, 50_000, CARTPOLE, 475),
+        ("Pendulum-v1", 4, 100_000, PENDULUM, -400),
+        ("InvertedPendulum-v4", 1, 20_000, dict(n_steps=512), 950),
     ],
     ids=["cartpole", "pendulum", "inverted-pendulum"],
 )
@@ -50,20 +53,21 @@ def test_learns(env_id, n_envs, timesteps, hyperparams, threshold):
 
 
 @pytest.mark.parametrize(
-    "option, threshold",
+    "option, timesteps, threshold",
     [
-        # Pendulum-v1, 4 envs, 200k steps, the RL Zoo's PPO settings (as above); a random policy scores about -1200.
-        # Measured with seeds 0 and 1: vf_lr -210/-172, kl_penalty -192/-172, state-dependent std -273/-210,
-        # KL-adaptive lr -484/-403 (it raises the rate while early stopping keeps the KL below 2 * target).
-        (dict(learning_rate=5e-4, vf_learning_rate=2e-3), -400),
-        (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01), -400),
-        (dict(policy_kwargs=dict(state_dependent_std=True)), -450),
-        (dict(target_kl=0.02, kl_adaptive_lr=True), -700),
+        # Pendulum-v1, 4 envs, the RL Zoo's PPO settings (as above); a random policy scores about -1200. Measured (seed 0)
+        # at 100k: vf_lr -213, kl_penalty -207, state-dependent std -212 (-363 at 80k); at 200k with seeds 0 and 1:
+        # -210/-172, -192/-172, -273/-210. The KL-adaptive rate learns later (it raises the rate while early stopping
+        # keeps the KL below 2 * target): -573 at 100k, -433 at 120k; -484/-403 at 200k.
+        (dict(learning_rate=5e-4, vf_learning_rate=2e-3), 100_000, -400),
+        (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01), 100_000, -400),
+        (dict(policy_kwargs=dict(state_dependent_std=True)), 100_000, -450),
+        (dict(target_kl=0.02, kl_adaptive_lr=True), 120_000, -700),
     ],
     ids=["vf_learning_rate", "kl_penalty", "state_dependent_std", "kl_adaptive_lr"],
 )
-def test_each_option_learns_pendulum(option, threshold):
-    mean_return = train_and_evaluate("Pendulum-v1", n_envs=4, timesteps=200_000, **{**PENDULUM, **option})
+def test_each_option_learns_pendulum(option, timesteps, threshold):
+    mean_return = train_and_evaluate("Pendulum-v1", n_envs=4, timesteps=timesteps, **{**PENDULUM, **option})
     assert mean_return >= threshold, mean_return
 
 
