@@ -56,13 +56,13 @@ def test_learns(env_id, n_envs, timesteps, hyperparams, threshold):
     "option, timesteps, threshold",
     [
         # Pendulum-v1, 4 envs, the RL Zoo's PPO settings (as above); a random policy scores about -1200. Measured (seed 0)
-        # at 100k: vf_lr -213, kl_penalty -207, state-dependent std -212 (-363 at 80k); at 200k with seeds 0 and 1:
-        # -210/-172, -192/-172, -273/-210. The KL-adaptive rate learns later (it raises the rate while early stopping
-        # keeps the KL below 2 * target): -573 at 100k, -433 at 120k; -484/-403 at 200k.
+        # at 100k with seeds 0 and 1: vf_lr -213/-215, kl_penalty -207/-210, state-dependent std -212/-228 (-363/-266
+        # at 80k). The KL-adaptive rate learns later and less steadily (it raises the rate while early stopping keeps
+        # the KL below 2 * target): at 120k -433 with seed 0 but -1255 with seed 1, hence its 200k (-484/-403).
         (dict(learning_rate=5e-4, vf_learning_rate=2e-3), 100_000, -400),
         (dict(policy_objective="kl_penalty", kl_coef=1.0, kl_penalty_target=0.01), 100_000, -400),
         (dict(policy_kwargs=dict(state_dependent_std=True)), 100_000, -450),
-        (dict(target_kl=0.02, kl_adaptive_lr=True), 120_000, -700),
+        (dict(target_kl=0.02, kl_adaptive_lr=True), 200_000, -700),
     ],
     ids=["vf_learning_rate", "kl_penalty", "state_dependent_std", "kl_adaptive_lr"],
 )
