@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import dataset, profile, report, run, throughput, time_to_return
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = {
     "run": (run.main, []),
     "run search": (run.main, ["search"]),
