@@ -88,7 +88,11 @@ def child(algo: str, setting: str, timesteps: int, seed: int, threads: str = "1"
     :param package_from: a checkout whose ``sb3_clippedppo`` to import instead of this one's (``--versions``).
     """
     if package_from:
-        sys.path.insert(0, package_from)  # before sb3_clippedppo is first imported (benchmarks.builder imports it late)
+        # The package may be imported already (the RL Zoo hook's .pth imports it at start-up): forget it, then import the
+        # checkout's first
+        for name in [name for name in sys.modules if name == "sb3_clippedppo" or name.startswith("sb3_clippedppo.")]:
+            del sys.modules[name]
+        sys.path.insert(0, package_from)
     import torch as th
     from stable_baselines3.common.callbacks import BaseCallback
 

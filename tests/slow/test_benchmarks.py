@@ -4,6 +4,8 @@ benchmark (against SB3's PPO, and two versions), on tiny settings."""
 import gzip
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import time
@@ -204,11 +206,21 @@ def test_makespan_of_the_committed_runs():
     assert "evaluating" in table
 
 
+def readme_speed_command() -> list[str]:
+    """The arguments of the README's command that measures the speed table (its re-measurement while the table predates
+    the builder, else the table's own command), with one repetition and 5% of the steps, into a scratch folder."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    commands = re.findall(r"`python -m benchmarks\.throughput ([^`]*)`", readme)
+    args = commands[-1].split()
+    args[args.index("--reps") + 1] = "1"
+    return [*args[: args.index("--out")], "--timesteps-scale", "0.05"]
+
+
 def test_throughput_smoke(tmp_path):
-    summary = throughput.main(
-        ["--reps", "1", "--timesteps-scale", "0.1", "--settings", "sb3-defaults", "--threads", "default", "1",
-         "--zoo-command", "--out", str(tmp_path)]
-    )  # fmt: skip
+    """The README's speed command, on a tiny setting (correctness only: every setting, both thread settings, the Zoo
+    command)."""
+    summary = throughput.main([*readme_speed_command(), "--out", str(tmp_path)])
+    assert set(summary["default"]) == set(summary["1"]) == set(throughput.DEFAULT_SETTINGS)
     for threads, torch_threads in (("default", th.get_num_threads()), ("1", 1)):
         entry = summary[threads]["sb3-defaults"]
         for algo in ("clippedppo", "ppo"):
@@ -225,7 +237,7 @@ def test_throughput_smoke(tmp_path):
     for algo in ("clippedppo", "ppo"):
         assert zoo[algo]["fps"] > 0 and zoo[algo]["command"].startswith(f"python -m rl_zoo3.train --algo {algo} ")
     data = json.loads((tmp_path / "throughput.json").read_text())
-    assert len(data["runs"]) == 4 and len(data["zoo_command_runs"]) == 2
+    assert len(data["runs"]) == 4 * len(throughput.DEFAULT_SETTINGS) and len(data["zoo_command_runs"]) == 2
     report = (tmp_path / "throughput.txt").read_text()
     assert report.index("## The RL Zoo command") < report.index("## threads default") < report.index("## threads 1 ")
     with pytest.raises(SystemExit):  # never overwrites
@@ -233,16 +245,18 @@ def test_throughput_smoke(tmp_path):
 
 
 def test_throughput_compares_two_versions(tmp_path):
-    """``--versions BEFORE``: ClippedPPO of this checkout and of BEFORE alternate (here both this checkout)."""
-    summary = throughput.main(["--versions", str(ROOT), "--reps", "1", "--timesteps-scale", "0.1", "--settings",
-                               "sb3-defaults", "--threads", "1", "--out", str(tmp_path)])  # fmt: skip
+    """``--versions BEFORE``: ClippedPPO of this checkout and of BEFORE alternate, each process importing its own package
+    (BEFORE here: a copy of this one)."""
+    shutil.copytree(ROOT / "sb3_clippedppo", tmp_path / "before" / "sb3_clippedppo")
+    summary = throughput.main(["--versions", str(tmp_path / "before"), "--reps", "1", "--timesteps-scale", "0.1",
+                               "--settings", "sb3-defaults", "--threads", "1", "--out", str(tmp_path / "out")])  # fmt: skip
     entry = summary["1"]["sb3-defaults"]
     assert set(entry) >= {"after", "before", "ratio_steps_per_s"}
     ratio = entry["after"]["steps_per_s"] / entry["before"]["steps_per_s"]
     assert entry["ratio_steps_per_s"]["median"] == pytest.approx(ratio)
-    runs = json.loads((tmp_path / "throughput.json").read_text())["runs"]
+    runs = json.loads((tmp_path / "out" / "throughput.json").read_text())["runs"]
     assert [r["version"] for r in runs] == ["after", "before"] and {r["algo"] for r in runs} == {"clippedppo"}
-    assert {r["package"] for r in runs} == {str(ROOT / "sb3_clippedppo")}
-    assert "ClippedPPO after / before steps/s" in (tmp_path / "throughput.txt").read_text()
+    assert [r["package"] for r in runs] == [str(ROOT / "sb3_clippedppo"), str(tmp_path / "before" / "sb3_clippedppo")]
+    assert "ClippedPPO after / before steps/s" in (tmp_path / "out" / "throughput.txt").read_text()
     with pytest.raises(SystemExit):
         throughput.main(["--versions", str(tmp_path / "none"), "--out", str(tmp_path / "other")])
