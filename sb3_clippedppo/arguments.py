@@ -228,20 +228,15 @@ def check_arguments(
 
 def check_rollout_size(n_steps: int, n_envs: int, batch_size: int, normalize_advantage: bool) -> None:
     """
-    Check the minibatch size against the rollout's ``n_steps * n_envs`` transitions; warn when it does not divide them.
+    Check the minibatch size against the rollout's ``n_steps * n_envs`` transitions; warn when it does not divide them
+    (as SB3's PPO does; a ``batch_size`` above the rollout's size gives one minibatch of the whole rollout per epoch).
 
-    :raises ValueError: for ``batch_size`` above the rollout's size, or a rollout of one transition with
-        ``normalize_advantage``.
+    :raises ValueError: for a rollout of one transition with ``normalize_advantage``.
     """
     buffer_size = n_steps * n_envs
     if normalize_advantage and buffer_size < 2:
         raise ValueError(
             f"n_steps * n_envs must be >= 2 with normalize_advantage=True, got n_steps={n_steps} and n_envs={n_envs}"
-        )
-    if batch_size > buffer_size:
-        raise ValueError(
-            f"batch_size must be in [1, n_steps * n_envs] = [1, {buffer_size}], got {batch_size} "
-            f"(n_steps={n_steps}, n_envs={n_envs})"
         )
     if buffer_size % batch_size:
         warnings.warn(

@@ -404,17 +404,17 @@ class RolloutBuffer:
             chunk = slice(start, start + size)
             yield chunk, map_observations(operator.itemgetter(chunk), observations)
 
-    def minibatches(self, batch_size: int, generator: th.Generator | None = None) -> Iterator[RolloutBatch]:
+    def minibatches(self, batch_size: int) -> Iterator[RolloutBatch]:
         """
         One epoch of minibatches: a fresh random permutation of all ``n_steps * n_envs`` transitions, cut into
         consecutive slices of ``batch_size``. When ``batch_size`` does not divide the buffer size, the last
-        minibatch is smaller (as in Stable-Baselines3).
+        minibatch is smaller (as in Stable-Baselines3; one minibatch of the whole rollout when ``batch_size`` exceeds it).
+        The permutation comes from torch's global generator.
 
-        :param batch_size: minibatch size, in ``[1, n_steps * n_envs]``.
-        :param generator: optional torch generator for the permutation (default: torch's global one).
+        :param batch_size: minibatch size, at least 1.
         :return: an iterator of :class:`RolloutBatch`.
         """
-        permutation = th.randperm(self.n_transitions, generator=generator).to(self.device)
+        permutation = th.randperm(self.n_transitions).to(self.device)
         # Gather every array once per epoch; minibatches are then contiguous slices (no copies).
         observations = map_observations(lambda x: x.index_select(0, permutation), self.flat_observations())
         others = [

@@ -18,13 +18,15 @@ import gymnasium as gym
 import pytest
 import yaml
 from rl_zoo3.exp_manager import ExperimentManager
+from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.envs import FakeImageEnv
 
 from sb3_clippedppo import ClippedPPO, zoo
 
 ZOO_PPO = zoo.zoo_ppo_hyperparams_path()
-ZOO_ENTRIES = sorted(name for name in yaml.safe_load(ZOO_PPO.read_text()) if name != "default")
+ZOO_HYPERPARAMS = yaml.safe_load(ZOO_PPO.read_text())
+ZOO_ENTRIES = sorted(name for name in ZOO_HYPERPARAMS if name != "default")
 SHIPPED = yaml.safe_load(zoo.hyperparams_path().read_text())
 # Entries the shipped file overrides on purpose (each with a comment there saying why)
 OVERRIDDEN = {"HalfCheetah-v4"}
@@ -72,11 +74,13 @@ class StopAfterFirstUpdate(BaseCallback):
         return self.model._n_updates == 0
 
 
-def installed(env_id: str) -> bool:
-    """Whether ``env_id`` makes an environment here."""
+def installed(entry: str) -> bool:
+    """Whether the entry's environment makes here, with the entry's own wrappers (CarRacing's need OpenCV)."""
     try:
-        gym.make(env_id).close()
-    except Exception:  # not registered, or its package (mujoco-py, pybullet, box2d, minigrid, ale-py) is missing
+        env = gym.make(entry)
+        wrapper = get_wrapper_class(ZOO_HYPERPARAMS[entry])
+        (env if wrapper is None else wrapper(env)).close()
+    except Exception:  # not registered, or a package (mujoco-py, pybullet, box2d, minigrid, opencv, ale-py) is missing
         return False
     return True
 

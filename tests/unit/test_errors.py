@@ -23,7 +23,6 @@ def make_env(n_envs=1):
     [
         (dict(batch_size=1), ValueError, r"batch_size must be >= 2 with normalize_advantage=True"),
         (dict(batch_size=0), ValueError, r"batch_size must be >= 1"),
-        (dict(n_steps=16, batch_size=17), ValueError, r"batch_size must be in \[1, n_steps \* n_envs\] = \[1, 16\]"),
         (dict(batch_size=64.0), TypeError, r"batch_size must be an int"),
         (dict(n_steps=0), ValueError, r"n_steps must be >= 1"),
         (dict(n_steps=1, batch_size=1, normalize_advantage=True), ValueError, r"batch_size must be >= 2"),
@@ -134,3 +133,10 @@ def test_non_finite_loss_stops_training_and_keeps_saved_model(tmp_path):
     loaded = ClippedPPO.load(saved[-1])
     assert np.all(np.isfinite(loaded.policy.parameters_to_vector()))
     assert {p: file_digest(p) for p in saved} == digests
+
+
+def test_batch_size_above_the_rollout_is_one_minibatch_as_in_sb3():
+    with pytest.warns(UserWarning, match="each epoch ends with a minibatch of 16"):
+        model = ClippedPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=17, n_epochs=2)
+    model.learn(16)
+    assert [len(batch.advantages) for batch in model.rollout_buffer.minibatches(model.batch_size)] == [16]

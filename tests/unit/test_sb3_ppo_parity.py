@@ -24,6 +24,8 @@ SETTINGS = {
     # SB3's identity test's environment: MultiDiscrete observations (one-hot) and actions
     "multidiscrete-4-envs": (lambda: IdentityEnvMultiDiscrete(4), 4, dict(n_steps=64, batch_size=64, n_epochs=4,
                                                                             gamma=0.4, ent_coef=0.01)),
+    # batch_size above the rollout (the RL Zoo's MountainCarContinuous-v0 entry): one minibatch of the whole rollout
+    "batch-above-rollout": ("Pendulum-v1", 1, dict(n_steps=8, batch_size=256, n_epochs=10, learning_rate=7.77e-05)),
     # gSDE with the exploration matrix resampled every 4 steps (the autograd backend only)
     "gsde-4-envs": ("Pendulum-v1", 4, dict(n_steps=64, batch_size=64, n_epochs=4, gamma=0.9, gae_lambda=0.95,
                                            learning_rate=1e-3, use_sde=True, sde_sample_freq=4)),
