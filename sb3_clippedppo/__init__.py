@@ -36,12 +36,13 @@ _LAZY = {
         "sb3_clippedppo.policies",
     ),
     "RolloutBuffer": "sb3_clippedppo.buffers",
-    "compute_gae": "sb3_clippedppo.buffers",
+    "compute_gae": "sb3_clippedppo.gae",
 }
 
 if TYPE_CHECKING:
-    from sb3_clippedppo.buffers import RolloutBuffer, compute_gae
+    from sb3_clippedppo.buffers import RolloutBuffer
     from sb3_clippedppo.clipped_ppo import ClippedPPO
+    from sb3_clippedppo.gae import compute_gae
     from sb3_clippedppo.losses import NonFiniteLossError
     from sb3_clippedppo.policies import (
         ActorCriticCnnPolicy,

@@ -13,7 +13,7 @@ PACKAGE = "sb3_clippedppo"
 INTEGRATIONS = f"{PACKAGE}.integrations"
 ALLOWED_TO_IMPORT_INTEGRATIONS = {f"{PACKAGE}.zoo", f"{PACKAGE}.export", f"{PACKAGE}._build"}  # the public aliases
 AUTOGRAD, CLOSED_FORM, CHOOSER = (f"{PACKAGE}.backends.{name}" for name in ("autograd", "closed_form", "chooser"))
-CORE = [f"{PACKAGE}.{name}" for name in ("losses", "buffers", "distributions", "policies", "normalization")]
+CORE = [f"{PACKAGE}.{name}" for name in ("losses", "buffers", "gae", "distributions", "policies", "normalization")]
 
 
 def module_files(package_dir: Path) -> dict[str, Path]:
