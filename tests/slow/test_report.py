@@ -200,7 +200,12 @@ def test_time_to_return_table_from_the_dataset(tmp_path):
     by_minute = {row["minute"]: row["reached"] for row in rows["ClippedPPO, shipped entry"]["reached_by_minute"]}
     assert (by_minute[0], by_minute[1], by_minute[2], by_minute[3]) == (0, 2, 3, 5)
     assert [row["reached"] for row in rows["SB3 PPO, RL Zoo entry"]["reached_by_minute"]] == [0] * 8 + [1]  # 7.88 min
-    for path in (ROOT / "benchmarks" / "results" / "report" / "report.md", ROOT / "README.md"):
+    # report.md has every row, the README HalfCheetah-v4's (walker-walk's in benchmarks/README.md)
+    walker = [label for label in TIME_TO_RETURN_ROWS if "walker" in label]
+    readme = [label for label in TIME_TO_RETURN_ROWS if label not in walker]
+    report_md = ROOT / "benchmarks" / "results" / "report" / "report.md"
+    benchmarks_readme = ROOT / "benchmarks" / "README.md"
+    for path, labels in ((report_md, list(TIME_TO_RETURN_ROWS)), (ROOT / "README.md", readme), (benchmarks_readme, walker)):
         committed = table_cells(path.read_text().splitlines())
-        for label, row in TIME_TO_RETURN_ROWS.items():
-            assert committed[label] == row, (path, label)
+        for label in labels:
+            assert committed[label] == TIME_TO_RETURN_ROWS[label], (path, label)
