@@ -3,7 +3,7 @@
 An entry is a block of an RL Zoo hyperparameter file, read and converted by the Zoo's own loader
 (``ExperimentManager``: ``policy_kwargs`` strings evaluated, ``lin_`` schedules made callables, ``normalize`` turned into
 ``VecNormalize``'s arguments with the entry's ``gamma``). :func:`make_env` builds the environments from it with the same
-arguments as the Zoo's ``create_envs`` (``tests/test_bench_builder.py`` checks them against it), and :func:`build` the
+arguments as the Zoo's ``create_envs`` (``tests/slow/test_bench_builder.py`` checks them against it), and :func:`build` the
 model. Every command of this package that builds a model builds it here.
 
 The files: ``benchmarks/hyperparams.yml`` (the like-for-like file: the RL Zoo's PPO values for HalfCheetah-v4 and the

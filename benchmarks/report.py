@@ -563,7 +563,7 @@ def figures(numbers: dict[str, Any]) -> dict[str, str]:
     """
     Every figure that the README, ``docs/*.md`` and the CHANGELOG quote from the benchmarks, by name, as they print it:
     from the report's numbers (the dataset) and the committed measurements in ``numbers["measurements"]``.
-    ``tests/test_bench_quoted.py`` checks each quoted passage against them.
+    ``tests/unit/test_bench_quoted.py`` checks each quoted passage against them.
     """
     out: dict[str, str] = {}
     envs = numbers.get("envs", {})
