@@ -16,7 +16,9 @@
 
 ``runs.csv`` (one row per run): ``run_id``, ``algo``, ``env``, ``variant``, ``seed``, ``machine`` (``CPU (N cores)``),
 ``status`` (``finished``, or ``stopped`` for a run cut short), ``timesteps`` (steps trained), ``wall_clock_s``,
-``steps_per_s`` (both for the whole run, evaluations included), ``evaluating_s`` (the share of it spent evaluating, from
+``steps_per_s`` (both for the whole run, evaluations included), ``cpu_s`` (the run's own CPU seconds, user + system,
+which other processes sharing the cores do not inflate; recorded by :mod:`benchmarks.run` since the Zoo benchmark of
+issue 35, empty before), ``evaluating_s`` (the share of it spent evaluating, from
 the Monitor file: :func:`evaluation_seconds`), ``started``, ``commit`` (of the code that ran),
 ``python``, ``versions`` (JSON), ``jobs`` (runs at a time on the machine), ``node`` (hostname), ``command``. These come
 from the run's record (``<sweep>/_runs/*.json``, written by :mod:`benchmarks.run`) or ``summary.json`` (the runs of
@@ -58,7 +60,7 @@ EVALUATIONS, RUNS, VARIANTS = "evaluations.csv.gz", "runs.csv", "variants.csv"
 EVALUATION_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "timesteps", "wall_clock_s",
                       "episode_returns", "episode_lengths"]  # fmt: skip
 RUN_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "status", "timesteps", "wall_clock_s", "steps_per_s",
-               "evaluating_s", "started", "commit", "python", "versions", "jobs", "node", "command"]  # fmt: skip
+               "cpu_s", "evaluating_s", "started", "commit", "python", "versions", "jobs", "node", "command"]  # fmt: skip
 VARIANT_COLUMNS = ["algo", "env", "variant", "hyperparameters"]
 
 # The variants of the committed report (python -m benchmarks.report): the head-to-head sweep's, the options (in the report's
@@ -204,7 +206,8 @@ def read_run(run_dir: Path, run_id: str, variant: str, machine: str = "") -> tup
         "run_id": run_id, "algo": record["algo"], "env": record["env"], "variant": variant, "seed": record["seed"],
         "machine": machine_name(meta) or machine, "status": record["status"], "timesteps": record["timesteps"],
         "wall_clock_s": number(record.get("wall_clock_s")), "steps_per_s": number(record.get("steps_per_s")),
-        "evaluating_s": number(evaluating), "started": record.get("started", ""), "commit": meta.get("commit", ""),
+        "cpu_s": number(record.get("cpu_s")), "evaluating_s": number(evaluating), "started": record.get("started", ""),
+        "commit": meta.get("commit", ""),
         "python": meta.get("python", ""), "versions": json.dumps(meta["versions"]) if "versions" in meta else "",
         "jobs": meta.get("jobs", ""), "node": (record.get("node") or {}).get("hostname", ""), "command": record["command"],
     }  # fmt: skip
@@ -303,8 +306,8 @@ def load(dataset: Path = RESULTS) -> list[dict[str, Any]]:
         evals = by_run.get(row["run_id"], [])
         run: dict[str, Any] = dict(row)
         run["seed"], run["timesteps"] = int(row["seed"]), int(row["timesteps"])
-        for key in ("wall_clock_s", "steps_per_s", "evaluating_s"):
-            run[key] = float(row[key]) if row[key] else None
+        for key in ("wall_clock_s", "steps_per_s", "cpu_s", "evaluating_s"):
+            run[key] = float(row[key]) if row.get(key) else None
         run["jobs"] = int(row["jobs"]) if row["jobs"] else None
         run["versions"] = json.loads(row["versions"]) if row["versions"] else {}
         run["eval_steps"] = np.array([int(e["timesteps"]) for e in evals], dtype=np.int64)

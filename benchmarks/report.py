@@ -656,6 +656,12 @@ def figures(numbers: dict[str, Any]) -> dict[str, str]:
         scale = numbers["scaling"]
         out["scaling_runs"] = str(scale["runs"])
         out["scaling_hours"] = f"{scale['hours']:.1f}"
+    zoo = numbers.get("zoo_benchmark")
+    if zoo and zoo.get("environments"):
+        out["zoo_environments"] = str(len(zoo["environments"]))
+        out["zoo_behind"] = str(sum(e["behind_beyond_noise"] for e in zoo["environments"].values()))
+        if zoo.get("median_cpu_ratio") is not None:
+            out["zoo_median_cpu_ratio"] = f"{zoo['median_cpu_ratio']:.2f}x"
     if "dataset" in numbers:
         for key, value in numbers["dataset"].items():
             out[f"dataset_{key}"] = f"{value:,}"
@@ -731,6 +737,163 @@ def runs_from_folders(folders: list[tuple[Path, str | None]], dataset: Path) -> 
     return main, labelled
 
 
+# ------------------------------------------------------------------------------------ the RL Zoo's PPO benchmark (issue 35)
+
+ZOO_PUBLISHED = Path(__file__).resolve().parent / "zoo_published_ppo.csv"
+
+
+def zoo_published(path: Path = ZOO_PUBLISHED) -> dict[str, dict[str, str]]:
+    """The RL Zoo's published PPO scores (``benchmark.md``, as the file's header cites it), by the id run here."""
+    import csv
+
+    rows = csv.DictReader(line for line in path.read_text().splitlines() if not line.startswith("#"))
+    return {row["env"]: row for row in rows}
+
+
+def behind_beyond_noise(clipped: np.ndarray, ppo: np.ndarray, p_high: float) -> bool:
+    """
+    Issue 35's criterion for ClippedPPO being behind SB3's PPO beyond noise on an environment: the upper bound of the 95%
+    interval of P(ClippedPPO > PPO) is below 0.5, or ClippedPPO's mean final return is below SB3 PPO's mean minus its std.
+
+    :param clipped: ClippedPPO's final returns, one per seed.
+    :param ppo: SB3 PPO's final returns, one per seed.
+    :param p_high: the upper bound of P(ClippedPPO > PPO)'s 95% interval.
+    """
+    spread = ppo.std(ddof=1) if len(ppo) > 1 else 0.0
+    return bool(p_high < 0.5 or clipped.mean() < ppo.mean() - spread)
+
+
+def plot_normalized_scores(normalized: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """Each environment's final returns in units of SB3 PPO's spread there, ``(return - mean_PPO) / std_PPO``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(normalized)
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(envs) + 1.5))
+    ax.axvspan(-1.0, 1.0, color="0.9", label="SB3 PPO's mean ± std")
+    for offset, (algo, color) in ((-0.12, ("ppo", "tab:orange")), (0.12, ("clippedppo", "tab:blue"))):
+        for row, env in enumerate(envs):
+            values = normalized[env][algo]
+            ax.scatter(values, [row + offset] * len(values), color=color, s=18, label=LABELS[algo] if row == 0 else None)
+    ax.set_yticks(range(len(envs)), envs)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="0.5", lw=0.8)
+    ax.set_xlabel("final return, (return - SB3 PPO's mean) / SB3 PPO's std, per environment")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def score_cell(values: np.ndarray, estimates: dict[str, Any], algo: str) -> str:
+    """``mean ± std; IQM [95% CI]`` of one algorithm's final returns."""
+    low, high = estimates["iqm_ci"][algo]
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.1f} ± {spread:.1f}; {estimates['iqm'][algo]:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tuple[list[str], dict[str, Any]]:
+    """
+    The side-by-side table of the RL Zoo's PPO entries run with ``--algo clippedppo`` and ``--algo ppo`` (each
+    environment with the seeds both finished), the Zoo's published score beside them, and a figure of the normalized
+    scores (``zoo_benchmark_normalized.png``).
+
+    :param by_env: ``{env: {"clippedppo": runs, "ppo": runs}}`` of one variant (:func:`load_runs`).
+    :param out: the report's folder.
+    :param reps: bootstrap resamples.
+    :return: the section's lines and its numbers (per environment, and the median over environments of SB3's minutes
+        divided by ClippedPPO's, wall-clock and CPU).
+    """
+    published = zoo_published()
+    header = ["environment, steps", "RL Zoo's published PPO (benchmark.md, its id)", "SB3 PPO here: mean ± std; IQM",
+              "ClippedPPO here: mean ± std; IQM", "P(ClippedPPO > PPO) [95% CI]", "seeds",
+              "minutes, SB3 PPO / ClippedPPO: wall-clock; CPU (medians)", "behind beyond noise"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    numbers: dict[str, Any] = {"environments": {}}
+    normalized: dict[str, dict[str, list[float]]] = {}
+    for env in sorted(by_env):
+        runs = by_env[env]
+        seeds = sorted({r["seed"] for r in runs.get("clippedppo", [])} & {r["seed"] for r in runs.get("ppo", [])})
+        if not seeds:
+            continue
+        pick = {algo: [r for r in runs[algo] if r["seed"] in seeds] for algo in ("clippedppo", "ppo")}
+        finals = {algo: np.array([r["returns"][-1] for r in chosen]) for algo, chosen in pick.items()}
+        estimates = rliable_estimates(finals, [("clippedppo", "ppo")], reps=reps)
+        p = estimates["probability_of_improvement"]["clippedppo,ppo"]
+        p_low, p_high = estimates["probability_of_improvement_ci"]["clippedppo,ppo"]
+        wall = {algo: float(np.median([r["wall_clock_s"] for r in chosen])) / 60 for algo, chosen in pick.items()}
+        cpu_values = {algo: [r.get("cpu_s") for r in chosen] for algo, chosen in pick.items()}
+        cpu = {algo: float(np.median(v)) / 60 if all(x is not None for x in v) else None for algo, v in cpu_values.items()}
+        behind = behind_beyond_noise(finals["clippedppo"], finals["ppo"], p_high)
+        ppo_std = finals["ppo"].std(ddof=1) if len(seeds) > 1 else 0.0
+        scale = ppo_std if ppo_std > 0 else 1.0  # SB3 PPO's seeds all alike (e.g. CartPole's 500): return units
+        normalized[env] = {algo: ((v - finals["ppo"].mean()) / scale).tolist() for algo, v in finals.items()}
+        zoo = published.get(env)
+        zoo_cell = f"{float(zoo['mean_reward']):.1f} ± {float(zoo['std_reward']):.1f} ({zoo['published_env']})" if zoo else "-"
+
+
+        cpu_cell = f"{cpu['ppo']:.1f} / {cpu['clippedppo']:.1f}" if None not in cpu.values() else "-"
+        steps = int(pick["clippedppo"][0]["timesteps"])
+        lines.append("| " + " | ".join([
+            f"{env}, {steps:,}", zoo_cell, score_cell(finals["ppo"], estimates, "ppo"),
+            score_cell(finals["clippedppo"], estimates, "clippedppo"), f"{p:.2f} [{p_low:.2f}, {p_high:.2f}]",
+            str(len(seeds)), f"{wall['ppo']:.1f} / {wall['clippedppo']:.1f}; {cpu_cell}", "yes" if behind else "no",
+        ]) + " |")  # fmt: skip
+        numbers["environments"][env] = {
+            "steps": steps, "seeds": seeds, "final_returns": {a: v.tolist() for a, v in finals.items()}, **estimates,
+            "wall_clock_min": wall, "cpu_min": cpu, "behind_beyond_noise": behind,
+            "published": zoo, "commands": {a: [r["command"] for r in chosen] for a, chosen in pick.items()},
+        }  # fmt: skip
+    environments = numbers["environments"]
+    wall_ratios = [e["wall_clock_min"]["ppo"] / e["wall_clock_min"]["clippedppo"] for e in environments.values()]
+    cpu_ratios = [e["cpu_min"]["ppo"] / e["cpu_min"]["clippedppo"] for e in environments.values()
+                  if None not in e["cpu_min"].values()]  # fmt: skip
+    numbers["median_wall_clock_ratio"] = float(np.median(wall_ratios)) if wall_ratios else None
+    numbers["median_cpu_ratio"] = float(np.median(cpu_ratios)) if cpu_ratios else None
+    if normalized:
+        plot_normalized_scores(normalized, out / "zoo_benchmark_normalized.png")
+        lines += ["", "![final returns normalized by SB3 PPO's mean and std, per environment](zoo_benchmark_normalized.png)"]
+    lines.append("")
+    if wall_ratios:
+        lines.append(f"Median over the {len(wall_ratios)} environments of SB3 PPO's minutes divided by ClippedPPO's: "
+                     f"{numbers['median_wall_clock_ratio']:.2f}x wall-clock"
+                     + (f", {numbers['median_cpu_ratio']:.2f}x CPU time ({len(cpu_ratios)} environments)." if cpu_ratios
+                        else "."))  # fmt: skip
+    return lines, numbers
+
+
+def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> dict[str, Any]:
+    """
+    ``--zoo-benchmark VARIANT``: the section of :func:`zoo_benchmark_section` as ``zoo_benchmark.md`` in ``out``, and its
+    numbers under ``zoo_benchmark`` in ``out/report.json`` (the rest of the report is left as it is).
+    """
+    by_env = load_runs(data.load(dataset), variant, [])
+    lines, numbers = zoo_benchmark_section(by_env, out, reps)
+    commands = sorted({c for e in numbers["environments"].values() for cs in e["commands"].values() for c in cs})
+    chosen = [r for runs in by_env.values() for group in runs.values() for r in group]
+    machines = ", ".join(sorted({r["machine"] for r in chosen if r.get("machine")})) or "unknown"
+    commits = ", ".join(sorted({r["commit"] for r in chosen if r.get("commit")})) or "unknown"
+    versions = sorted({json.dumps(r["versions"], sort_keys=True) for r in chosen if r.get("versions")})
+    intro = [f"# The RL Zoo's PPO entries, ClippedPPO against SB3 PPO (variant `{variant}`)", "",
+             "Each environment's entry from the installed RL Zoo's `hyperparams/ppo.yml`, the same file for both algorithms "
+             "(`python -m benchmarks.run --conf zoo --max-timesteps 2000000 --seeds 0 1 2 --jobs 2`; entries above 2M steps "
+             "capped there), final return = the last deterministic evaluation (10 episodes). Wall-clock minutes were measured "
+             "with other work sharing the 2 cores; CPU minutes are each run's own. Rebuilt by "
+             f"`python -m benchmarks.report --zoo-benchmark {variant}`.", "",
+             f"Machine: {machines}; one torch thread per run (`--num-threads 1`), two runs at a time; commits {commits}; "
+             f"versions: {'; '.join(versions) or 'unknown'}.", ""]  # fmt: skip
+    text = "\n".join([*intro, *lines, "", "Commands:", "", *[f"- `{c}`" for c in commands]])
+    (out / "zoo_benchmark.md").write_text(text + "\n")
+    report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
+    report["zoo_benchmark"] = {"variant": variant, **numbers}
+    report["dataset"] = dataset_counts(dataset)  # the runs just added count too
+    report["figures"] = figures(report)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report["zoo_benchmark"]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -756,9 +919,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report in --out")
     parser.add_argument("--threshold", action="append", default=[], metavar="ENV=T1,T2", help="return thresholds")
     parser.add_argument("--bootstrap-reps", type=int, default=BOOTSTRAP_REPS, help="rliable's bootstrap resamples")
+    parser.add_argument("--zoo-benchmark", metavar="VARIANT",
+                        help="build only the RL Zoo side-by-side table of this variant (zoo_benchmark.md, its figure and "
+                             "report.json's zoo_benchmark), leaving the rest of the report as it is")  # fmt: skip
     args = parser.parse_args(argv)
     if args.bootstrap_reps < 100:
         parser.error(f"--bootstrap-reps must be >= 100, not {args.bootstrap_reps}")
+    if args.zoo_benchmark:
+        args.out.mkdir(parents=True, exist_ok=True)
+        return write_zoo_benchmark(args.dataset, args.zoo_benchmark, args.out, args.bootstrap_reps)
     thresholds = dict(DEFAULT_THRESHOLDS)
     for item in args.threshold:
         env, values = item.split("=", 1)

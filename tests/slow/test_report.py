@@ -82,14 +82,18 @@ def committable_files(folder):
 
 
 def test_committed_dataset_is_small_and_complete():
-    """Issue 26: benchmarks/results/ holds at most about 100 files and 5 MB, every run in the dataset once."""
+    """Issue 26: benchmarks/results/ holds about 100 files (at most 105: the RL Zoo benchmark's table and figure of
+    issue 35 came after the last fold) and at most 5 MB, every run in the dataset once, and report.json counts the
+    dataset as it is (an invariant, not a pinned number of runs)."""
     results = ROOT / "benchmarks" / "results"
     files = committable_files(results)
-    assert len(files) <= 100 and sum(p.stat().st_size for p in files) <= 5 * 2**20
+    assert len(files) <= 105 and sum(p.stat().st_size for p in files) <= 5 * 2**20
     runs = dataset.read_csv(results / dataset.RUNS)
     evaluations = dataset.read_csv(results / dataset.EVALUATIONS)
     variants = {(v["algo"], v["env"], v["variant"]) for v in dataset.read_csv(results / dataset.VARIANTS)}
-    assert len(runs) == len({r["run_id"] for r in runs}) == 266  # 214, and issue 25's 52 time-to-return runs
+    assert len(runs) == len({r["run_id"] for r in runs})
+    counts = json.loads((results / "report" / "report.json").read_text())["dataset"]
+    assert counts == {"runs": len(runs), "variants": len(variants), "evaluations": len(evaluations)}
     assert {r["run_id"] for r in runs} == {e["run_id"] for e in evaluations}
     assert {(r["algo"], r["env"], r["variant"]) for r in runs} == variants
     assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
