@@ -20,12 +20,17 @@
   observation on the same 1,000 HalfCheetah-v4 observations, alternating; at torch's and onnxruntime's default threads
   and at one thread.
 - ``cprofile``: cProfile of one ``learn`` call (one thread), top functions by own time.
+- ``masking``: steps per second of ClippedPPO against sb3-contrib's ``MaskablePPO`` on sb3-contrib's
+  ``InvalidActionEnvDiscrete`` (``dim=80``, 60 invalid actions per state) with MLP policies and each one's defaults
+  (MaskablePPO's are SB3 PPO's), torch's default threads (issue 38): each run a fresh process timing ``learn(--steps)``,
+  ``--reps`` alternating pairs, medians and the per-pair ratio.
 
 Examples (the committed measurements, shipped HalfCheetah-v4 entry)::
 
     python -m benchmarks.profile split --reps 7 --out benchmarks/results/profile/time_split.json
     python -m benchmarks.profile flops --reps 5 --out benchmarks/results/profile/update_flops.json
     python -m benchmarks.profile latency --reps 5 --threads default 1 --out benchmarks/results/export/latency.json
+    python -m benchmarks.profile masking --reps 5 --out benchmarks/results/profile/masking.json
 
 Each keeps an existing ``--out`` unless given ``--overwrite`` (checked before measuring).
 """
@@ -297,6 +302,52 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+MASKED_ALGORITHMS = ("clippedppo", "maskableppo")
+
+
+def masked_run(algo: str, steps: int, seed: int) -> dict[str, Any]:
+    """``masking``'s child: one ``learn(steps)`` on ``InvalidActionEnvDiscrete``, timed, with masks (the default of
+    both algorithms when the environment offers them)."""
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete
+
+    from sb3_clippedppo import ClippedPPO
+
+    model = {"clippedppo": ClippedPPO, "maskableppo": MaskablePPO}[algo](
+        "MlpPolicy", InvalidActionEnvDiscrete(dim=80, n_invalid_actions=60), seed=seed
+    )
+    start = time.perf_counter()
+    model.learn(steps)
+    seconds = time.perf_counter() - start
+    masks = model.rollout_buffer.action_masks
+    return {"algo": algo, "steps": model.num_timesteps, "seconds": seconds, "steps_per_s": model.num_timesteps / seconds,
+            "fast_path": getattr(model, "uses_fast_path", None), "masked": bool(masks.size and not masks.all())}  # fmt: skip
+
+
+def masking(args: argparse.Namespace) -> dict[str, Any]:
+    """``masking``: ``--reps`` alternating pairs of fresh processes (:func:`masked_run`)."""
+    if args.child:
+        print(json.dumps(masked_run(args.child, args.steps, args.seed)))
+        return {}
+    runs: dict[str, list[dict[str, Any]]] = {algo: [] for algo in MASKED_ALGORITHMS}
+    ratios = []
+    for pair in range(args.reps):
+        order = MASKED_ALGORITHMS if pair % 2 == 0 else MASKED_ALGORITHMS[::-1]
+        for algo in order:
+            command = [sys.executable, "-m", "benchmarks.profile", "masking", "--child", algo, "--steps", str(args.steps),
+                       "--seed", str(args.seed), "--out", str(args.out)]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            runs[algo].append(json.loads(output.strip().splitlines()[-1]))
+        ratios.append(runs["clippedppo"][-1]["steps_per_s"] / runs["maskableppo"][-1]["steps_per_s"])
+    medians = {algo: statistics.median(r["steps_per_s"] for r in group) for algo, group in runs.items()}
+    print(f"steps/s, medians of {args.reps}: ClippedPPO {medians['clippedppo']:.0f}, "
+          f"MaskablePPO {medians['maskableppo']:.0f}; "
+          f"ratio {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")  # fmt: skip
+    return {"environment": "sb3_contrib InvalidActionEnvDiscrete(dim=80, n_invalid_actions=60), MlpPolicy, defaults",
+            "threads": "default", "steps": args.steps, "runs": runs, "median_steps_per_s": medians,
+            "ratios": ratios, "median_ratio": statistics.median(ratios)}  # fmt: skip
+
+
 def cprofile(args: argparse.Namespace) -> dict[str, Any]:
     """``cprofile``: one ``learn`` call of ``--rollouts`` rollouts after a warm-up one, one torch thread."""
     import torch as th
@@ -330,7 +381,8 @@ def parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     helps = {"split": "rollout, update and evaluation seconds, ClippedPPO against SB3's PPO",
              "flops": "the update's GFLOP/s against a GEMM peak", "latency": "one action: onnxruntime, predict, torch",
-             "cprofile": "cProfile of one learn call"}  # fmt: skip
+             "cprofile": "cProfile of one learn call",
+             "masking": "steps per second with action masks, ClippedPPO against MaskablePPO"}  # fmt: skip
     for name, text in helps.items():
         command = commands.add_parser(name, help=text, description=text)
         command.add_argument("--env", default="HalfCheetah-v4", help="the entry and its environment")
@@ -346,6 +398,8 @@ def parser() -> argparse.ArgumentParser:
     commands.choices["cprofile"].add_argument("--algo", choices=builder.ALGORITHMS, default="clippedppo")
     commands.choices["cprofile"].add_argument("--rollouts", type=int, default=5, help="rollouts profiled after a warm-up")
     commands.choices["cprofile"].add_argument("--top", type=int, default=15)
+    commands.choices["masking"].add_argument("--steps", type=int, default=20_480, help="steps of each learn call")
+    commands.choices["masking"].add_argument("--child", choices=MASKED_ALGORITHMS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -353,13 +407,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     command_parser = parser()
     args = command_parser.parse_args(argv)
-    for name in ("reps", "interval", "eval_episodes", "rollouts", "top"):
+    for name in ("reps", "interval", "eval_episodes", "rollouts", "top", "steps"):
         if getattr(args, name, 1) < 1:
             command_parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.command == "cprofile":
         return cprofile(args)
-    builder.check_out(command_parser, args)
-    results = {"split": split, "flops": flops, "latency": latency}[args.command](args)
+    if not getattr(args, "child", None):
+        builder.check_out(command_parser, args)
+    results = {"split": split, "flops": flops, "latency": latency, "masking": masking}[args.command](args)
     if results:  # not a child
         results = {"command": "python -m benchmarks.profile " + " ".join(argv), "machine": builder.machine_info(), **results}
         builder.write_results(args.out, results)

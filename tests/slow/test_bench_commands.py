@@ -2,6 +2,7 @@
 circle."""
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ COMMANDS = {
     "throughput": (throughput.main, []),
     "time_to_return": (time_to_return.main, []),
     "profile": (profile.main, []),
-    **{f"profile {name}": (profile.main, [name]) for name in ("split", "flops", "latency", "cprofile")},
+    **{f"profile {name}": (profile.main, [name]) for name in ("split", "flops", "latency", "cprofile", "masking")},
 }
 
 pytestmark = pytest.mark.slow  # needs the bench extra
@@ -54,3 +55,14 @@ def test_benchmarks_are_a_few_modules_without_an_import_circle():
         return any(name == goal or (name not in seen and reaches(name, goal, seen | {name})) for name in targets)
 
     assert [name for name in imports if reaches(name, name, set())] == []
+
+
+def test_profile_masking_measures_both_algorithms_with_masks(tmp_path):
+    """A correctness check on a few steps (the committed figure: benchmarks/results/profile/masking.json)."""
+    out = tmp_path / "masking.json"
+    results = profile.main(["masking", "--reps", "1", "--steps", "256", "--out", str(out)])
+    assert json.loads(out.read_text())["median_ratio"] == results["median_ratio"] > 0
+    for algo in profile.MASKED_ALGORITHMS:
+        (run,) = results["runs"][algo]
+        assert run["masked"] and run["steps"] >= 256
+    assert results["runs"]["clippedppo"][0]["fast_path"] is True
