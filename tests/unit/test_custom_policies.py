@@ -71,33 +71,31 @@ def test_sb3s_custom_policy_example_trains_as_with_sb3s_ppo(env_id, monkeypatch)
     assert max((value - initial[key]).abs().max().item() for key, value in ours.policy.state_dict().items()) > 1e-3
 
 
-class CountingPolicy(SB3ActorCriticPolicy):
-    """Overrides forward and evaluate_actions (here only counting calls): ClippedPPO must go through them."""
+class CountingCalls:
+    """Overrides forward and evaluate_actions, only counting calls (per class, in ``calls``)."""
 
-    calls = {"forward": 0, "evaluate_actions": 0}
+    calls: dict[str, int]
 
     def forward(self, obs, deterministic=False):
-        CountingPolicy.calls["forward"] += 1
+        type(self).calls["forward"] += 1
         return super().forward(obs, deterministic)
 
     def evaluate_actions(self, obs, actions):
-        CountingPolicy.calls["evaluate_actions"] += 1
+        type(self).calls["evaluate_actions"] += 1
         return super().evaluate_actions(obs, actions)
 
 
-class OwnEvaluation(ActorCriticPolicy):
+class CountingPolicy(CountingCalls, SB3ActorCriticPolicy):
+    """An SB3 policy overriding forward and evaluate_actions: ClippedPPO must go through them."""
+
+    calls = {"forward": 0, "evaluate_actions": 0}
+
+
+class OwnEvaluation(CountingCalls, ActorCriticPolicy):
     """The same, on this package's policy, which says that it is to be trained through SB3's API."""
 
     offers_distributions = False
     calls = {"forward": 0, "evaluate_actions": 0}
-
-    def forward(self, obs, deterministic=False):
-        OwnEvaluation.calls["forward"] += 1
-        return super().forward(obs, deterministic)
-
-    def evaluate_actions(self, obs, actions):
-        OwnEvaluation.calls["evaluate_actions"] += 1
-        return super().evaluate_actions(obs, actions)
 
 
 @pytest.mark.parametrize("policy_class", [CountingPolicy, OwnEvaluation])

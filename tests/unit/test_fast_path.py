@@ -66,6 +66,22 @@ def gradients(policy: ActorCriticPolicy) -> th.Tensor:
     return th.cat([p.grad.reshape(-1) for p in policy.parameters()]).clone()
 
 
+def assert_closed_form_matches(policy, batch, advantages, coefficients, reference, expected, arithmetic):
+    """The closed form's loss terms equal autograd's (``reference``) and its gradients ``expected``; returns the closed
+    form's context (its per-sample quantities)."""
+    fast = closed_form(policy)
+    assert fast.xp is arithmetic
+    for p in policy.parameters():
+        p.grad.fill_(123.0)  # backward overwrites every gradient
+    terms, context = fast.loss(batch, advantages, coefficients)
+    fast.backward(context)
+    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction"):
+        got = th.as_tensor(np.asarray(getattr(terms, name)))
+        th.testing.assert_close(got, getattr(reference, name).detach().to(got.dtype), rtol=1e-5, atol=1e-6)
+    th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
+    return context
+
+
 @pytest.mark.parametrize("action_space", [BOX, DISCRETE], ids=["gaussian", "categorical"])
 @pytest.mark.parametrize(
     "activation, net_arch",
@@ -95,17 +111,7 @@ def test_closed_form_gradients_match_autograd(
     reference.loss.backward()
     expected = gradients(policy)
 
-    fast = closed_form(policy)
-    assert fast.xp is arithmetic
-    for p in policy.parameters():
-        p.grad.fill_(123.0)  # backward overwrites every gradient
-    terms, context = fast.loss(batch, advantages, coefficients)
-    fast.backward(context)
-
-    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction"):
-        got = th.as_tensor(np.asarray(getattr(terms, name)))
-        th.testing.assert_close(got, getattr(reference, name).detach().to(got.dtype), rtol=1e-5, atol=1e-6)
-    th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
+    context = assert_closed_form_matches(policy, batch, advantages, coefficients, reference, expected, arithmetic)
     # The batch exercises clipping in both directions
     ratio = context.evaluation.ratio
     assert (ratio > 1 + clip_range).any() and (ratio < 1 - clip_range).any()
@@ -155,16 +161,7 @@ def test_masked_closed_form_gradients_match_autograd(
     unmasked = ppo_loss(policy, batch._replace(action_masks=None), advantages, coefficients)
     assert abs(float(unmasked.entropy_loss) - float(reference.entropy_loss)) > 1e-3  # the masks change the loss
 
-    fast = closed_form(policy)
-    assert fast.xp is arithmetic
-    for p in policy.parameters():
-        p.grad.fill_(123.0)
-    terms, _ = fast.loss(batch, advantages, coefficients)
-    fast.backward(_)
-    for name in ("policy_loss", "value_loss", "entropy_loss", "loss", "approx_kl", "clip_fraction"):
-        got = th.as_tensor(np.asarray(getattr(terms, name)))
-        th.testing.assert_close(got, getattr(reference, name).detach().to(got.dtype), rtol=1e-5, atol=1e-6)
-    th.testing.assert_close(gradients(policy), expected, rtol=1e-4, atol=1e-6)
+    assert_closed_form_matches(policy, batch, advantages, coefficients, reference, expected, arithmetic)
 
 
 # The grid of test_closed_form_gradients_match_autograd, with masked Discrete and MultiDiscrete actions

@@ -47,6 +47,21 @@ def sb3_permutation(n_steps: int, n_envs: int):
     return permutation
 
 
+def paired_models(sb3_class, make_env, fast_path, hyperparams, n_envs, monkeypatch):
+    """ClippedPPO and an SB3 algorithm (``sb3_class``) built alike, checked to start from the same weights, set up to
+    learn, with SB3's minibatch permutations made ClippedPPO's (:func:`sb3_permutation`); returns both and ClippedPPO's
+    callback."""
+    model = ClippedPPO("MlpPolicy", make_env(), seed=0, fast_path=fast_path, **hyperparams)
+    sb3_model = sb3_class("MlpPolicy", make_env(), seed=0, **hyperparams)
+    assert model.uses_fast_path is fast_path
+    ours, theirs = parameters(model), parameters(sb3_model)
+    assert list(ours) == list(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
+    _, callback = model._setup_learn(10**6, None)
+    sb3_model._setup_learn(10**6, None)
+    monkeypatch.setattr(sb3_buffers.np.random, "permutation", sb3_permutation(model.n_steps, n_envs))
+    return model, sb3_model, callback
+
+
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "autograd"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
@@ -58,14 +73,7 @@ def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
         env = make_vec_env(env_id, n_envs=n_envs, seed=0)
         return VecNormalize(env) if env_id == "HalfCheetah-v4" else env
 
-    model = ClippedPPO("MlpPolicy", make_env(), seed=0, fast_path=fast_path, **hyperparams)
-    sb3_model = PPO("MlpPolicy", make_env(), seed=0, **hyperparams)
-    assert model.uses_fast_path is fast_path
-    ours, theirs = parameters(model), parameters(sb3_model)
-    assert list(ours) == list(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
-    _, callback = model._setup_learn(10**6, None)
-    sb3_model._setup_learn(10**6, None)
-    monkeypatch.setattr(sb3_buffers.np.random, "permutation", sb3_permutation(model.n_steps, n_envs))
+    model, sb3_model, callback = paired_models(PPO, make_env, fast_path, hyperparams, n_envs, monkeypatch)
     discrete = env_id == "CartPole-v1"
 
     early_stops = 0
@@ -135,14 +143,7 @@ def test_masked_update_matches_maskable_ppo(setting, fast_path, monkeypatch):
     def make_env():
         return make_vec_env(getattr(invalid_actions_env, env_class), n_envs=n_envs, seed=0, env_kwargs=env_kwargs)
 
-    model = ClippedPPO("MlpPolicy", make_env(), seed=0, fast_path=fast_path, **hyperparams)
-    sb3_model = sb3_contrib.MaskablePPO("MlpPolicy", make_env(), seed=0, **hyperparams)
-    assert model.uses_fast_path is fast_path
-    ours, theirs = parameters(model), parameters(sb3_model)
-    assert list(ours) == list(theirs) and all(np.array_equal(ours[k], theirs[k]) for k in ours)
-    _, callback = model._setup_learn(10**6, None)
-    sb3_model._setup_learn(10**6, None)
-    monkeypatch.setattr(sb3_buffers.np.random, "permutation", sb3_permutation(model.n_steps, n_envs))
+    model, sb3_model, callback = paired_models(sb3_contrib.MaskablePPO, make_env, fast_path, hyperparams, n_envs, monkeypatch)
     discrete = env_class == "InvalidActionEnvDiscrete"
 
     for _ in range(3):

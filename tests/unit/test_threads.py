@@ -58,6 +58,18 @@ class RecordThreads(BaseCallback):
         return True
 
 
+def record_update_threads(model: ClippedPPO) -> list:
+    """Make ``model.train`` record torch's and BLAS's thread counts at each update's start; returns the record."""
+    train, in_update = model.train, []
+
+    def recording_train() -> None:
+        in_update.append((th.get_num_threads(), blas_threads()))
+        train()
+
+    model.train = recording_train  # type: ignore[method-assign]
+    return in_update
+
+
 @pytest.mark.parametrize(
     "fast_path, batch_size", [(True, 64), (True, 2 * ROWS_PER_BLAS_THREAD), (False, 64), (False, 2 * ROWS_PER_BLAS_THREAD)]
 )
@@ -68,14 +80,7 @@ def test_learn_follows_the_rule_and_restores_the_counts(fast_path, batch_size, t
         fast_path=fast_path, seed=0,
     )  # fmt: skip
     assert model.uses_fast_path is fast_path
-    callback = RecordThreads()
-    train, in_update = model.train, []
-
-    def recording_train() -> None:
-        in_update.append((th.get_num_threads(), blas_threads()))
-        train()
-
-    model.train = recording_train  # type: ignore[method-assign]
+    callback, in_update = RecordThreads(), record_update_threads(model)
     thread_counts(torch=2, blas=2)  # the budget of a 2-core machine, whatever this one has
     model.learn(2 * n_steps, callback=callback)
     assert th.get_num_threads() == 2 and blas_threads() == [2] * len(blas_threads())  # restored
@@ -108,14 +113,7 @@ def test_manage_threads_false_leaves_both_pools_alone(fast_path, torch_threads, 
     assert model.uses_fast_path is fast_path and model.manage_threads is False
     thread_counts(torch=torch_threads, blas=blas_threads_before)
     assert learning_thread_counts(torch_threads, fast_path, batch_size) != (torch_threads, blas_threads_before)
-    callback = RecordThreads()
-    train, in_update = model.train, []
-
-    def recording_train() -> None:
-        in_update.append((th.get_num_threads(), blas_threads()))
-        train()
-
-    model.train = recording_train  # type: ignore[method-assign]
+    callback, in_update = RecordThreads(), record_update_threads(model)
     model.learn(2 * batch_size, callback=callback)
     assert len(in_update) == 2 and len(callback.seen) == 2 * batch_size
     for torch_during, blas_during in [*callback.seen, *in_update]:
