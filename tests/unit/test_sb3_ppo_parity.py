@@ -62,6 +62,24 @@ def paired_models(sb3_class, make_env, fast_path, hyperparams, n_envs, monkeypat
     return model, sb3_model, callback
 
 
+def copy_rollout(model, sb3_buffer, discrete: bool, masks: bool = False) -> None:
+    """ClippedPPO's rollout (transitions, values, log-probabilities and, with ``masks``, action masks) into an SB3
+    rollout buffer, then SB3's own GAE on it: the same advantages as ClippedPPO's."""
+    buffer, n_envs = model.rollout_buffer, model.n_envs
+    sb3_buffer.reset()
+    for step in range(model.n_steps):
+        actions = buffer.actions[step].reshape(n_envs, -1) if discrete else buffer.actions[step]
+        extra = {"action_masks": buffer.action_masks[step]} if masks else {}
+        sb3_buffer.add(
+            buffer.observations[step], actions, buffer.rewards[step], buffer.episode_starts[step],
+            th.as_tensor(buffer.values[step]), th.as_tensor(buffer.log_probs[step]), **extra,
+        )  # fmt: skip
+    with th.no_grad():
+        last_values = model.policy.predict_values(model.policy.obs_to_tensor(model._last_obs)[0])
+    sb3_buffer.compute_returns_and_advantage(last_values=last_values.flatten(), dones=model._last_episode_starts)
+    np.testing.assert_allclose(sb3_buffer.advantages, buffer.advantages, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "autograd"])
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
@@ -80,18 +98,8 @@ def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
     for _ in range(3):
         model.collect_rollouts(model.env, callback, model.rollout_buffer, model.n_steps)
         buffer, sb3_buffer = model.rollout_buffer, sb3_model.rollout_buffer
-        sb3_buffer.reset()
         # The same transitions, and SB3's own GAE on them (with ClippedPPO's values and log-probabilities)
-        for step in range(model.n_steps):
-            actions = buffer.actions[step].reshape(n_envs, -1) if discrete else buffer.actions[step]
-            sb3_buffer.add(
-                buffer.observations[step], actions, buffer.rewards[step], buffer.episode_starts[step],
-                th.as_tensor(buffer.values[step]), th.as_tensor(buffer.log_probs[step]),
-            )  # fmt: skip
-        with th.no_grad():
-            last_values = model.policy.predict_values(model.policy.obs_to_tensor(model._last_obs)[0])
-        sb3_buffer.compute_returns_and_advantage(last_values=last_values.flatten(), dones=model._last_episode_starts)
-        np.testing.assert_allclose(sb3_buffer.advantages, buffer.advantages, rtol=1e-5, atol=1e-5)
+        copy_rollout(model, sb3_buffer, discrete)
         np.testing.assert_allclose(sb3_buffer.returns, buffer.returns, rtol=1e-5, atol=1e-5)
         # SB3's log-probability of the stored actions under the same weights is the stored one
         stored_actions = th.as_tensor(buffer.actions.reshape(-1, *buffer.actions.shape[2:]))
@@ -153,18 +161,7 @@ def test_masked_update_matches_maskable_ppo(setting, fast_path, monkeypatch):
         flat_masks = buffer.action_masks.reshape(-1, buffer.action_masks.shape[-1])
         if discrete:
             assert flat_masks[np.arange(len(flat_masks)), buffer.actions.reshape(-1)].all()  # only valid actions taken
-        sb3_buffer.reset()
-        for step in range(model.n_steps):
-            actions = buffer.actions[step].reshape(n_envs, -1) if discrete else buffer.actions[step]
-            sb3_buffer.add(
-                buffer.observations[step], actions, buffer.rewards[step], buffer.episode_starts[step],
-                th.as_tensor(buffer.values[step]), th.as_tensor(buffer.log_probs[step]),
-                action_masks=buffer.action_masks[step],
-            )  # fmt: skip
-        with th.no_grad():
-            last_values = model.policy.predict_values(model.policy.obs_to_tensor(model._last_obs)[0])
-        sb3_buffer.compute_returns_and_advantage(last_values=last_values.flatten(), dones=model._last_episode_starts)
-        np.testing.assert_allclose(sb3_buffer.advantages, buffer.advantages, rtol=1e-5, atol=1e-5)
+        copy_rollout(model, sb3_buffer, discrete, masks=True)
         # MaskablePPO's masked log-probability of the stored actions under the same weights is the stored one
         stored_actions = th.as_tensor(buffer.actions.reshape(-1, *buffer.actions.shape[2:]))
         if discrete:
