@@ -495,6 +495,7 @@ MEASUREMENTS = {
     "update_flops": ("profile/update_flops.json",),
     "export_latency": ("export/latency.json",),
     "thread_pools": ("profile/thread_pools/README.md",),
+    "masking": ("profile/masking.json",),
 }
 # Variants whose final returns per seed report.json keeps: the docs' example run, the core issue's 300k runs, and the
 # 1M-step validation of the shipped HalfCheetah-v4 entry (its final IQM)
@@ -645,6 +646,12 @@ def figures(numbers: dict[str, Any]) -> dict[str, str]:
         out["flops_fraction"] = f"{flops['fraction_of_large_gemm_peak']:.0%}"
         out["flops_peak"] = f"{flops['gemm_peak_gflops_one_thread']['1024x1024x1024']:.1f}"
         out["flops_update_seconds"] = f"{statistics.median(flops['update_seconds']):.3f}"
+    if "masking" in measured:  # issue 38: ClippedPPO against MaskablePPO with masks
+        masking = measured["masking"]
+        out["masking_ratio"] = f"{masking['median_ratio']:.2f}x"
+        out["masking_ratio_range"] = f"{min(masking['ratios']):.2f}-{max(masking['ratios']):.2f}"
+        for algo, value in masking["median_steps_per_s"].items():
+            out[f"masking_{algo}_steps_per_s"] = f"{value:,.0f}"
     if "export_latency" in measured:
         for threads in ("default", "1"):
             for way, value in measured["export_latency"].get(f"threads_{threads}", {}).get("median_us_per_action", {}).items():
@@ -889,6 +896,7 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     report["zoo_benchmark"] = {"variant": variant, **numbers}
     report["dataset"] = dataset_counts(dataset)  # the runs just added count too
+    report["measurements"] = read_measurements(dataset)
     report["figures"] = figures(report)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report["zoo_benchmark"]

@@ -110,6 +110,10 @@ QUOTES = {
         "{latency_default_predict_torch} µs through SB3's torch `predict` and {latency_default_onnxruntime} µs in "
         "onnxruntime",
     ],
+    "docs/masking.md": [
+        "ClippedPPO trains at {masking_clippedppo_steps_per_s} steps/s against MaskablePPO's "
+        "{masking_maskableppo_steps_per_s}, **{masking_ratio}** (median of the pairs' ratios; range {masking_ratio_range})",
+    ],
     "docs/getting_started.md": [
         "it trains {speed_default_sb3_defaults_ratio} as fast as SB3's PPO",
     ],

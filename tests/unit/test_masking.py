@@ -341,16 +341,16 @@ def test_options_beyond_sb3_ppo_work_with_masks(options):
 
 def test_masking_is_core_level():
     """sb3_clippedppo/masking/ imports neither the algorithm, the backends, the integrations nor the policies (which
-    import it); the algorithm and the closed form import it (docs/algorithm.md, "Layout")."""
+    import it); the algorithm's rollout (on_policy) and the closed form import it (docs/algorithm.md, "Layout")."""
     from tests.unit.test_layers import MODULES, imported, within
 
     masking = [module for module in MODULES if within(module, "sb3_clippedppo.masking")]
     assert len(masking) == 5
     for module in masking:
-        above = [i for i in imported(module) if any(within(i, f"sb3_clippedppo.{name}") for name in
-                 ("backends", "clipped_ppo", "integrations", "policies", "arguments", "kl_adaptation"))]  # fmt: skip
+        layers_above = ("backends", "clipped_ppo", "on_policy", "integrations", "policies", "arguments", "kl_adaptation")
+        above = [i for i in imported(module) if any(within(i, f"sb3_clippedppo.{name}") for name in layers_above)]
         assert not above, f"{module} imports {above}"
-    assert any(within(i, "sb3_clippedppo.masking") for i in imported("sb3_clippedppo.clipped_ppo"))
+    assert any(within(i, "sb3_clippedppo.masking") for i in imported("sb3_clippedppo.on_policy"))
     assert any(within(i, "sb3_clippedppo.masking") for i in imported("sb3_clippedppo.backends.closed_form.backend"))
 
 
