@@ -8,12 +8,13 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch as th
 
 from benchmarks import dataset, report, run, throughput
 from benchmarks.builder import SHIPPED_YML
@@ -221,7 +222,10 @@ def test_throughput_smoke(tmp_path):
     command)."""
     summary = throughput.main([*readme_speed_command(), "--out", str(tmp_path)])
     assert set(summary["default"]) == set(summary["1"]) == set(throughput.DEFAULT_SETTINGS)
-    for threads, torch_threads in (("default", th.get_num_threads()), ("1", 1)):
+    # torch's default in a fresh process (this test session runs torch on one thread)
+    fresh = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    for threads, torch_threads in (("default", int(fresh.stdout)), ("1", 1)):
         entry = summary[threads]["sb3-defaults"]
         for algo in ("clippedppo", "ppo"):
             assert entry[algo]["torch_threads"] == torch_threads  # torch's count as the child set it, before learn
