@@ -1,6 +1,6 @@
 """Bad input gets a clear TypeError/ValueError at construction; a non-finite loss stops training cleanly."""
-
 import hashlib
+import warnings
 
 import gymnasium as gym
 import numpy as np
@@ -71,10 +71,19 @@ def test_batch_size_that_does_not_divide_the_rollout_warns():
         ClippedPPO("MlpPolicy", make_env(), n_steps=64, batch_size=30)
 
 
-def test_batch_size_bound_counts_all_envs():
-    ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=32)  # 8 * 4 = 32: fine
-    with pytest.raises(ValueError, match=r"\[1, 32\]"):
-        ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=33)
+def test_rollout_size_counts_all_envs():
+    # 8 * 4 = 32 transitions: a batch_size of 32 divides them; 33 is one minibatch of the whole rollout, with SB3's warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=32)
+    with pytest.warns(UserWarning, match=r"batch_size=33 does not divide n_steps \* n_envs = 32: .* minibatch of 32"):
+        model = ClippedPPO("MlpPolicy", make_env(n_envs=4), n_steps=8, batch_size=33)
+    assert model.batch_size == 33
+
+
+def test_rollout_of_one_transition_is_rejected_with_normalize_advantage():
+    with pytest.raises(ValueError, match=r"n_steps \* n_envs must be >= 2 with normalize_advantage=True"):
+        ClippedPPO("MlpPolicy", make_env(n_envs=1), n_steps=1, batch_size=2)
 
 
 class SpaceEnv(gym.Env):
