@@ -34,7 +34,7 @@ report gives each pair's ratio after / before.
 
 Example (the README's speed table)::
 
-    python -m benchmarks.throughput --reps 5 --threads default 1 --zoo-command --out benchmarks/results/throughput/threads
+    python -m benchmarks.throughput --reps 5 --threads default 1 --zoo-command --out benchmarks/results/throughput/builder
 
 writes ``throughput.json`` and ``throughput.txt`` into ``--out`` (refusing to overwrite them).
 """

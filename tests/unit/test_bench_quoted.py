@@ -74,7 +74,7 @@ QUOTES = {
         *h2h_rows("walker", "`dm_control/walker-walk-v0`, 1.25M steps (walker seed's settings)"),
         "P(ClippedPPO > PPO) is {halfcheetah_p} on HalfCheetah-v4 and {walker_p} on walker-walk",
         "shows {halfcheetah_wall_clock_ratio} (HalfCheetah-v4) and {walker_wall_clock_ratio} (walker-walk)",
-        "`benchmarks/results/throughput/threads/`, commit {speed_commit_short};",
+        "`benchmarks/results/{speed_folder}/`, commit {speed_commit_short};",
         *SPEED_TABLE[1:],
         "| default | {speed_zoo_command_ratio} ({speed_zoo_command_range}) | {speed_zoo_command_clippedppo} fps | "
         "{speed_zoo_command_ppo} fps |",
@@ -145,7 +145,8 @@ def flat(text: str) -> str:
 
 
 def filled(passage: str) -> str:
-    figures = {**FIGURES, "speed_commit_short": FIGURES["speed_commit"].removesuffix("-dirty")}
+    figures = {**FIGURES, "speed_commit_short": FIGURES["speed_commit"].removesuffix("-dirty"),
+               "speed_folder": FIGURES["speed_file"].removesuffix("/throughput.json")}  # fmt: skip
     return flat(passage.format_map(figures))
 
 
@@ -179,8 +180,10 @@ def test_the_speed_table_labels_what_it_compares():
     for line in rows:
         if line.startswith("| RL Zoo HalfCheetah-v4"):  # built with VecNormalize's default gamma before the builder
             assert ("to be re-measured" in line) == before_builder, line
-    assert ("python -m benchmarks.throughput --reps 5 --threads default 1 --zoo-command --out "
-            "benchmarks/results/throughput/builder" in flat(readme)) == before_builder  # fmt: skip
+    assert ("to re-measure through it" in flat(readme)) == before_builder
+    # The table's own command: the one that wrote the file its figures come from
+    command = "python -m benchmarks.throughput --reps 5 --threads default 1 --zoo-command --out benchmarks/results/"
+    assert f"{command}{FIGURES['speed_file'].removesuffix('/throughput.json')}`" in flat(readme)
 
 
 def test_issue_37_contradictions_stay_fixed():
