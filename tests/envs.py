@@ -42,3 +42,19 @@ def counter_env(terminate_at=None, time_limit=None, reward_fn=None, discrete=Fal
         return gym.wrappers.TimeLimit(env, time_limit) if time_limit else env
 
     return make
+
+
+def masked_envs(n_invalid_discrete: int, n_invalid_multidiscrete: int, n_invalid_multibinary: int) -> list:
+    """sb3-contrib's three masked test environments (``Discrete`` 20 actions, ``MultiDiscrete`` [4, 5], ``MultiBinary``
+    4) with the given numbers of invalid actions, as ``pytest.param`` factories with ids ``discrete``,
+    ``multidiscrete`` and ``multibinary``."""
+    import pytest
+    from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
+
+    return [
+        pytest.param(lambda: InvalidActionEnvDiscrete(dim=20, n_invalid_actions=n_invalid_discrete), id="discrete"),
+        pytest.param(
+            lambda: InvalidActionEnvMultiDiscrete(dims=[4, 5], n_invalid_actions=n_invalid_multidiscrete), id="multidiscrete"
+        ),  # fmt: skip
+        pytest.param(lambda: InvalidActionEnvMultiBinary(dims=4, n_invalid_actions=n_invalid_multibinary), id="multibinary"),
+    ]

@@ -21,6 +21,7 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import SubprocVecEnv
 
 from sb3_clippedppo import ClippedPPO
+from tests.envs import masked_envs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -247,11 +248,7 @@ def test_zoo_trains_a_masked_environment(tmp_path):
     assert "masked action" not in result.stderr
 
 
-@pytest.mark.parametrize("make", [
-    lambda: InvalidActionEnvDiscrete(dim=20, n_invalid_actions=10),
-    lambda: InvalidActionEnvMultiDiscrete(dims=[4, 5], n_invalid_actions=4),
-    lambda: InvalidActionEnvMultiBinary(dims=4, n_invalid_actions=2),
-], ids=["discrete", "multidiscrete", "multibinary"])  # fmt: skip
+@pytest.mark.parametrize("make", masked_envs(10, 4, 2))
 def test_onnx_export_takes_the_mask_as_a_second_input(make, tmp_path):
     """export_onnx(action_masks=True): inputs "observation" and "action_mask" (bool, batch x mask_dim); the file's actions
     are predict(deterministic=True, action_masks=...)'s."""

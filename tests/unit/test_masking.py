@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
+from sb3_contrib.common.envs import InvalidActionEnvDiscrete
 from sb3_contrib.common.maskable.distributions import (
     MaskableBernoulliDistribution,
     MaskableCategoricalDistribution,
@@ -31,6 +31,7 @@ from sb3_clippedppo.kl_adaptation import measure_updated_policy
 from sb3_clippedppo.masking import MaskReader, check_masks, mask_dim, masked_distribution, offers_masks
 from sb3_clippedppo.masking.prediction import masked_predict
 from sb3_clippedppo.masking.reading import direct_methods
+from tests.envs import masked_envs
 
 SMALL = dict(n_steps=32, batch_size=64, n_epochs=2, seed=0)
 
@@ -220,11 +221,7 @@ def test_a_policy_without_distributions_cannot_mask():
 
 
 @pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "autograd"])
-@pytest.mark.parametrize("make", [
-    lambda: InvalidActionEnvDiscrete(dim=20, n_invalid_actions=15),
-    lambda: InvalidActionEnvMultiDiscrete(dims=[4, 5], n_invalid_actions=5),
-    lambda: InvalidActionEnvMultiBinary(dims=4, n_invalid_actions=3),
-], ids=["discrete", "multidiscrete", "multibinary"])  # fmt: skip
+@pytest.mark.parametrize("make", masked_envs(15, 5, 3))
 def test_predict_never_returns_a_masked_action(make, fast_path):
     env = make_vec_env(make, n_envs=2, seed=0)
     if fast_path and isinstance(env.action_space, spaces.MultiBinary):

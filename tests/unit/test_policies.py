@@ -8,14 +8,7 @@ import pytest
 import torch as th
 from gymnasium import spaces
 from stable_baselines3 import PPO
-from stable_baselines3.common.envs import (
-    FakeImageEnv,
-    IdentityEnv,
-    IdentityEnvBox,
-    IdentityEnvMultiBinary,
-    IdentityEnvMultiDiscrete,
-    SimpleMultiObsEnv,
-)
+from stable_baselines3.common import envs as sb3_envs
 from torch import nn
 
 from sb3_clippedppo import ClippedPPO
@@ -31,17 +24,17 @@ def make_policy(action_space=ACT, **kwargs) -> ActorCriticPolicy:
 
 
 ENVS = {
-    "box": ("MlpPolicy", lambda: IdentityEnvBox(eps=0.5), {}),
-    "discrete": ("MlpPolicy", lambda: IdentityEnv(5), {}),
-    "multidiscrete": ("MlpPolicy", lambda: IdentityEnvMultiDiscrete(3), {}),
-    "multibinary": ("MlpPolicy", lambda: IdentityEnvMultiBinary(3), {}),
-    "image": ("CnnPolicy", lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=1), {}),
+    "box": ("MlpPolicy", lambda: sb3_envs.IdentityEnvBox(eps=0.5), {}),
+    "discrete": ("MlpPolicy", lambda: sb3_envs.IdentityEnv(5), {}),
+    "multidiscrete": ("MlpPolicy", lambda: sb3_envs.IdentityEnvMultiDiscrete(3), {}),
+    "multibinary": ("MlpPolicy", lambda: sb3_envs.IdentityEnvMultiBinary(3), {}),
+    "image": ("CnnPolicy", lambda: sb3_envs.FakeImageEnv(screen_height=36, screen_width=36, n_channels=1), {}),
     "image-separate-extractors": (
         "CnnPolicy",
-        lambda: FakeImageEnv(screen_height=36, screen_width=36, n_channels=3, discrete=False),
+        lambda: sb3_envs.FakeImageEnv(screen_height=36, screen_width=36, n_channels=3, discrete=False),
         dict(share_features_extractor=False, net_arch=[32]),
     ),
-    "dict": ("MultiInputPolicy", lambda: SimpleMultiObsEnv(random_start=False), dict(activation_fn=nn.ReLU)),
+    "dict": ("MultiInputPolicy", lambda: sb3_envs.SimpleMultiObsEnv(random_start=False), dict(activation_fn=nn.ReLU)),
 }
 
 
@@ -151,7 +144,7 @@ def test_parameter_groups_separate_the_critic():
     assert sum(len(g["params"]) for g in policy.optimizer.param_groups) == len(list(policy.parameters()))
     image = spaces.Box(0, 255, (1, 36, 36), np.uint8)
     for share, critic_extractor in ((True, set()), (False, {"vf_features_extractor"})):
-        cnn = ClippedPPO("CnnPolicy", FakeImageEnv(screen_height=36, screen_width=36), n_steps=8, batch_size=8,
+        cnn = ClippedPPO("CnnPolicy", sb3_envs.FakeImageEnv(screen_height=36, screen_width=36), n_steps=8, batch_size=8,
                          policy_kwargs=dict(share_features_extractor=share)).policy  # fmt: skip
         assert cnn.observation_space == image
         assert names(cnn, "critic") == {"value_net", *critic_extractor}
