@@ -2,7 +2,9 @@
 
 import gymnasium as gym
 import numpy as np
+import pytest
 from gymnasium import spaces
+from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
 
 
 class CounterEnv(gym.Env):
@@ -48,13 +50,10 @@ def masked_envs(n_invalid_discrete: int, n_invalid_multidiscrete: int, n_invalid
     """sb3-contrib's three masked test environments (``Discrete`` 20 actions, ``MultiDiscrete`` [4, 5], ``MultiBinary``
     4) with the given numbers of invalid actions, as ``pytest.param`` factories with ids ``discrete``,
     ``multidiscrete`` and ``multibinary``."""
-    import pytest
-    from sb3_contrib.common.envs import InvalidActionEnvDiscrete, InvalidActionEnvMultiBinary, InvalidActionEnvMultiDiscrete
-
     return [
         pytest.param(lambda: InvalidActionEnvDiscrete(dim=20, n_invalid_actions=n_invalid_discrete), id="discrete"),
         pytest.param(
             lambda: InvalidActionEnvMultiDiscrete(dims=[4, 5], n_invalid_actions=n_invalid_multidiscrete), id="multidiscrete"
-        ),  # fmt: skip
+        ),
         pytest.param(lambda: InvalidActionEnvMultiBinary(dims=4, n_invalid_actions=n_invalid_multibinary), id="multibinary"),
     ]
