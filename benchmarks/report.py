@@ -43,6 +43,7 @@ import numpy as np
 from benchmarks import dataset as data
 from benchmarks import time_to_return
 from benchmarks.builder import env_folder
+from benchmarks.run import ZOO_LEFT_OUT, entry_timesteps, zoo_benchmark_entries
 
 # Return thresholds for "steps to reach": the for HalfCheetah-v4; others are informative.
 DEFAULT_THRESHOLDS = {"HalfCheetah-v4": [3000, 5000], "dm_control/walker-walk-v0": [500, 800]}
@@ -667,6 +668,8 @@ def figures(numbers: dict[str, Any]) -> dict[str, str]:
     if zoo and zoo.get("environments"):
         out["zoo_environments"] = str(len(zoo["environments"]))
         out["zoo_behind"] = str(sum(e["behind_beyond_noise"] for e in zoo["environments"].values()))
+        if "still_to_run" in zoo:
+            out["zoo_entries"] = str(len(zoo["environments"]) + len(zoo["still_to_run"]))
         if zoo.get("median_cpu_ratio") is not None:
             out["zoo_median_cpu_ratio"] = f"{zoo['median_cpu_ratio']:.2f}x"
     if "dataset" in numbers:
@@ -891,7 +894,22 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
              f"`python -m benchmarks.report --zoo-benchmark {variant}`.", "",
              f"Machine: {machines}; one torch thread per run (`--num-threads 1`), two runs at a time; commits {commits}; "
              f"versions: {'; '.join(versions) or 'unknown'}.", ""]  # fmt: skip
-    text = "\n".join([*intro, *lines, "", "Commands:", "", *[f"- `{c}`" for c in commands]])
+    from sb3_clippedppo.zoo import zoo_ppo_hyperparams_path
+
+    conf = zoo_ppo_hyperparams_path()
+    entries = zoo_benchmark_entries(conf)
+    numbers["still_to_run"] = [e for e in entries if e not in numbers["environments"]]
+    numbers["left_out"] = dict(ZOO_LEFT_OUT)
+    entry_steps = {env: entry_timesteps(conf, env) for env in numbers["environments"]}
+    numbers["capped"] = {env: {"entry": steps, "run": numbers["environments"][env]["steps"]}
+                         for env, steps in entry_steps.items() if steps > numbers["environments"][env]["steps"]}  # fmt: skip
+    capped = [f"{env} ({c['entry']:,} -> {c['run']:,})" for env, c in numbers["capped"].items()]
+    coverage = [f"Rows: {len(entries) - len(numbers['still_to_run'])} of the {len(entries)} entries the benchmark runs "
+                f"(`python -m benchmarks.run --conf zoo --envs zoo-entries`). Still to run: "
+                f"{', '.join(numbers['still_to_run']) or 'none'}.", "",
+                f"Capped (the entry's `n_timesteps` -> the steps run): {', '.join(capped) or 'none so far'}.", "",
+                "Left out: " + "; ".join(f"{entry} ({why})" for entry, why in ZOO_LEFT_OUT.items()) + "."]  # fmt: skip
+    text = "\n".join([*intro, *lines, "", *coverage, "", "Commands:", "", *[f"- `{c}`" for c in commands]])
     (out / "zoo_benchmark.md").write_text(text + "\n")
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     report["zoo_benchmark"] = {"variant": variant, **numbers}

@@ -19,6 +19,9 @@ again, after moving the earlier attempt's record and log to ``OUT/_interrupted/`
 ``--options [NAME ...]`` trains ClippedPPO with each of its options beyond SB3's PPO (:data:`OPTIONS`; all without a
 name), each into its own sweep folder ``OUT/<option>/``, as one sweep: the rows compared with plain ClippedPPO.
 
+``--conf zoo --envs zoo-entries`` is the RL Zoo's PPO benchmark (issue 35): every entry of the Zoo's ``ppo.yml`` but
+those of :data:`ZOO_LEFT_OUT`, each with ``--algo clippedppo`` and ``--algo ppo``.
+
 ``search start|rerank|dump|best`` is the hyperparameter search with the RL Zoo's own ``--optimize`` on one shared Optuna
 study (``python -m benchmarks.run search --help``).
 
@@ -27,6 +30,7 @@ Examples (the committed sweep and options; about 17 minutes per 1M-step run per 
     python -m benchmarks.run --out runs/sweep --jobs 2
     python -m benchmarks.run --options --seeds 0 1 2 --out runs/options --jobs 2
     python -m benchmarks.dataset add runs/sweep --variant default   # into benchmarks/results/'s dataset
+    python -m benchmarks.run --jobs 2 --conf zoo --max-timesteps 2000000 --seeds 0 1 2 --envs zoo-entries --out runs/zoo_ppo
 """
 
 import argparse
@@ -173,6 +177,41 @@ def entry_timesteps(conf: Path, env_id: str) -> int:
     if entry is None:
         raise ValueError(f"{conf} has no entry for {env_id} and no 'default' entry")
     return int(float(entry["n_timesteps"]))
+
+
+_V2 = ("the -v2 MuJoCo ids moved to gymnasium-robotics, which runs them through mujoco-py and the MuJoCo 2.1 binaries "
+       "(not on PyPI); the -v4 entries are run instead")  # fmt: skip
+_MINITAUR = "not registered by pybullet_envs_gymnasium (0.6.0 has no Minitaur ids)"
+_IMAGES = "image policy on frames ({steps} steps): weeks of CPU time on 2 cores"
+
+ZOO_LEFT_OUT: dict[str, str] = {
+    "atari": _IMAGES.format(steps="10M"),
+    "CarRacing-v3": _IMAGES.format(steps="4M"),
+    "MinitaurBulletEnv-v0": _MINITAUR,
+    "MinitaurBulletDuckEnv-v0": _MINITAUR,
+    "HumanoidStandup-v2": _V2,
+    "InvertedDoublePendulum-v2": _V2,
+    "InvertedPendulum-v2": _V2,
+    "Reacher-v2": _V2,
+}
+"""``{entry: reason}``: the entries of the Zoo's ``ppo.yml`` that its side-by-side benchmark (issue 35) does not run: it runs
+every other entry whose environment installs from PyPI (classic control and MuJoCo ``-v4``: the ``test`` extra; Box2D,
+MiniGrid and PyBullet: ``zoo-envs``)."""
+
+
+def zoo_benchmark_entries(conf: Path) -> list[str]:
+    """
+    The environment ids of a Zoo hyperparameter file that the benchmark runs, in the file's order: every entry but
+    ``default`` and those of :data:`ZOO_LEFT_OUT`.
+
+    :param conf: the hyperparameter file (the installed RL Zoo's ``hyperparams/ppo.yml``).
+    :raises ValueError: if an entry of :data:`ZOO_LEFT_OUT` is not in the file (the list would no longer describe it).
+    """
+    entries = list(yaml.safe_load(conf.read_text()) or {})
+    stale = sorted(set(ZOO_LEFT_OUT) - set(entries))
+    if stale:
+        raise ValueError(f"{conf} has no entries {', '.join(stale)}: update benchmarks.run.ZOO_LEFT_OUT")
+    return [e for e in entries if e != "default" and e not in ZOO_LEFT_OUT]
 
 
 class RunFailed(Exception):
@@ -435,7 +474,9 @@ def parser(algos: bool = True) -> argparse.ArgumentParser:
                         f"{', '.join(OPTIONS)}")  # fmt: skip
     if algos:
         parser.add_argument("--algos", nargs="+", default=["clippedppo", "ppo"], help="RL Zoo algorithm names")
-    parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS))
+    parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ENVS),
+                        help="environment ids ('zoo-entries': every entry of --conf but ZOO_LEFT_OUT's, the "
+                        "Zoo benchmark's list)")  # fmt: skip
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, required=True, help="the sweep's folder (the Zoo's log folder)")
     parser.add_argument("--address", help="a running Ray cluster ('auto' or HOST:PORT); default: start Ray here")
@@ -504,6 +545,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         args.conf = zoo_ppo_hyperparams_path()
     check_args(sweep_parser, args)
+    if args.envs == ["zoo-entries"]:
+        args.envs = zoo_benchmark_entries(args.conf)
     if args.options is not None:
         names = args.options or list(OPTIONS)
         for env in args.envs:
