@@ -668,6 +668,9 @@ def figures(numbers: dict[str, Any]) -> dict[str, str]:
     if zoo and zoo.get("environments"):
         out["zoo_environments"] = str(len(zoo["environments"]))
         out["zoo_behind"] = str(sum(e["behind_beyond_noise"] for e in zoo["environments"].values()))
+        out["zoo_last_evaluations"] = str(LAST_EVALUATIONS)
+        out["zoo_behind_examined"] = str(sum(bool(e.get("examined") and e["examined"]["behind_last_mean"])
+                                             for e in zoo["environments"].values()))  # fmt: skip
         if "still_to_run" in zoo:
             out["zoo_entries"] = str(len(zoo["environments"]) + len(zoo["still_to_run"]))
         if zoo.get("median_cpu_ratio") is not None:
@@ -773,6 +776,40 @@ def behind_beyond_noise(clipped: np.ndarray, ppo: np.ndarray, p_high: float) -> 
     return bool(p_high < 0.5 or clipped.mean() < ppo.mean() - spread)
 
 
+LAST_EVALUATIONS = 5  # the window of examine_behind
+
+
+def examine_behind(pick: dict[str, list[dict[str, Any]]], reps: int) -> dict[str, Any]:
+    """
+    A second look at a row that :func:`behind_beyond_noise` flags: the same criterion on each seed's mean return over
+    its last :data:`LAST_EVALUATIONS` evaluations, and each seed's final return beside the range of the evaluations in
+    that window before it.
+
+    :param pick: ``{"clippedppo": runs, "ppo": runs}``, the same seeds for both (:func:`benchmarks.dataset.load` rows).
+    :param reps: bootstrap resamples.
+    :return: ``seeds`` (per algorithm: ``seed``, ``final``, ``before`` (min, max of the window's evaluations before the
+        last one) and ``last_mean``), ``p_last_mean`` with its 95% CI ``p_last_mean_ci``, and ``behind_last_mean``.
+    """
+    seeds: dict[str, list[dict[str, Any]]] = {}
+    for algo, runs in pick.items():
+        seeds[algo] = []
+        for run in runs:
+            returns = run["returns"]
+            before = returns[-LAST_EVALUATIONS:-1] if len(returns) > 1 else returns
+            seeds[algo].append({"seed": run["seed"], "final": float(returns[-1]),
+                                "before": [float(before.min()), float(before.max())],
+                                "last_mean": float(returns[-LAST_EVALUATIONS:].mean())})  # fmt: skip
+    means = {algo: np.array([s["last_mean"] for s in rows]) for algo, rows in seeds.items()}
+    estimates = rliable_estimates(means, [("clippedppo", "ppo")], reps=reps)
+    ci = estimates["probability_of_improvement_ci"]["clippedppo,ppo"]
+    return {
+        "seeds": seeds,
+        "p_last_mean": estimates["probability_of_improvement"]["clippedppo,ppo"],
+        "p_last_mean_ci": list(ci),
+        "behind_last_mean": behind_beyond_noise(means["clippedppo"], means["ppo"], ci[1]),
+    }
+
+
 def plot_normalized_scores(normalized: dict[str, dict[str, list[float]]], path: Path) -> None:
     """Each environment's final returns in units of SB3 PPO's spread there, ``(return - mean_PPO) / std_PPO``."""
     import matplotlib
@@ -837,13 +874,12 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
         cpu_values = {algo: [r.get("cpu_s") for r in chosen] for algo, chosen in pick.items()}
         cpu = {algo: float(np.median(v)) / 60 if all(x is not None for x in v) else None for algo, v in cpu_values.items()}
         behind = behind_beyond_noise(finals["clippedppo"], finals["ppo"], p_high)
+        examined = examine_behind(pick, reps) if behind else None
         ppo_std = finals["ppo"].std(ddof=1) if len(seeds) > 1 else 0.0
         scale = ppo_std if ppo_std > 0 else 1.0  # SB3 PPO's seeds all alike (e.g. CartPole's 500): return units
         normalized[env] = {algo: ((v - finals["ppo"].mean()) / scale).tolist() for algo, v in finals.items()}
         zoo = published.get(env)
         zoo_cell = f"{float(zoo['mean_reward']):.1f} ± {float(zoo['std_reward']):.1f} ({zoo['published_env']})" if zoo else "-"
-
-
         cpu_cell = f"{cpu['ppo']:.1f} / {cpu['clippedppo']:.1f}" if None not in cpu.values() else "-"
         steps = int(pick["clippedppo"][0]["timesteps"])
         lines.append("| " + " | ".join([
@@ -853,7 +889,7 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
         ]) + " |")  # fmt: skip
         numbers["environments"][env] = {
             "steps": steps, "seeds": seeds, "final_returns": {a: v.tolist() for a, v in finals.items()}, **estimates,
-            "wall_clock_min": wall, "cpu_min": cpu, "behind_beyond_noise": behind,
+            "wall_clock_min": wall, "cpu_min": cpu, "behind_beyond_noise": behind, "examined": examined,
             "published": zoo, "commands": {a: [r["command"] for r in chosen] for a, chosen in pick.items()},
         }  # fmt: skip
     environments = numbers["environments"]
@@ -866,6 +902,23 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
         plot_normalized_scores(normalized, out / "zoo_benchmark_normalized.png")
         lines += ["", "![final returns normalized by SB3 PPO's mean and std, per environment](zoo_benchmark_normalized.png)"]
     lines.append("")
+    flagged = {env: e["examined"] for env, e in environments.items() if e["behind_beyond_noise"]}
+    if flagged:
+        lines += [f"Behind beyond noise, examined: the same criterion on each seed's mean over its last {LAST_EVALUATIONS} "
+                  "evaluations instead of the last one alone (an evaluation is 10 episodes, so one unlucky evaluation can "
+                  "flag a row); each seed's final return with the range of the window's evaluations before it.",
+                  ""]  # fmt: skip
+        for env, e in flagged.items():
+            seeds = "; ".join(f"{label_of(algo)} " + ", ".join(
+                f"seed {s['seed']}: {s['final']:.1f} (before: {s['before'][0]:.1f} to {s['before'][1]:.1f})"
+                for s in e["seeds"][algo]) for algo in ("clippedppo", "ppo"))  # fmt: skip
+            means = {algo: np.mean([s["last_mean"] for s in e["seeds"][algo]]) for algo in ("clippedppo", "ppo")}
+            verdict = "still behind beyond noise" if e["behind_last_mean"] else "within noise"
+            lines += [f"- {env}: {verdict} over the last {LAST_EVALUATIONS} evaluations "
+                      f"(ClippedPPO {means['clippedppo']:.1f}, "
+                      f"SB3 PPO {means['ppo']:.1f}, P(ClippedPPO > PPO) {e['p_last_mean']:.2f} "
+                      f"[{e['p_last_mean_ci'][0]:.2f}, {e['p_last_mean_ci'][1]:.2f}]). {seeds}."]  # fmt: skip
+        lines.append("")
     if wall_ratios:
         lines.append(f"Median over the {len(wall_ratios)} environments of SB3 PPO's minutes divided by ClippedPPO's: "
                      f"{numbers['median_wall_clock_ratio']:.2f}x wall-clock"
@@ -881,7 +934,13 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
     """
     by_env = load_runs(data.load(dataset), variant, [])
     lines, numbers = zoo_benchmark_section(by_env, out, reps)
-    commands = sorted({c for e in numbers["environments"].values() for cs in e["commands"].values() for c in cs})
+    by_template: dict[str, list[str]] = {}  # each run's command with its seed as SEED: the seeds run
+    for e in numbers["environments"].values():
+        for command in (c for cs in e["commands"].values() for c in cs):
+            seed = re.search(r"--seed (\d+)", command)
+            template = re.sub(r"--seed \d+", "--seed SEED", command)
+            by_template.setdefault(template, []).append(seed.group(1) if seed else "0")
+    commands = [f"`{template}` (SEED: {', '.join(sorted(seeds, key=int))})" for template, seeds in sorted(by_template.items())]
     chosen = [r for runs in by_env.values() for group in runs.values() for r in group]
     machines = ", ".join(sorted({r["machine"] for r in chosen if r.get("machine")})) or "unknown"
     commits = ", ".join(sorted({r["commit"] for r in chosen if r.get("commit")})) or "unknown"
@@ -909,7 +968,18 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
                 f"{', '.join(numbers['still_to_run']) or 'none'}.", "",
                 f"Capped (the entry's `n_timesteps` -> the steps run): {', '.join(capped) or 'none so far'}.", "",
                 "Left out: " + "; ".join(f"{entry} ({why})" for entry, why in ZOO_LEFT_OUT.items()) + "."]  # fmt: skip
-    text = "\n".join([*intro, *lines, "", *coverage, "", "Commands:", "", *[f"- `{c}`" for c in commands]])
+    text = "\n".join(
+        [
+            *intro,
+            *lines,
+            "",
+            *coverage,
+            "",
+            "Commands (each run's own is in `runs.csv`'s `command` column):",
+            "",
+            *[f"- {c}" for c in commands],
+        ]
+    )
     (out / "zoo_benchmark.md").write_text(text + "\n")
     report = json.loads((out / "report.json").read_text()) if (out / "report.json").exists() else {}
     report["zoo_benchmark"] = {"variant": variant, **numbers}

@@ -246,3 +246,27 @@ def test_time_to_return_table_from_the_dataset(tmp_path):
         committed = table_cells(path.read_text().splitlines())
         for label in labels:
             assert committed[label] == TIME_TO_RETURN_ROWS[label], (path, label)
+
+
+def test_behind_beyond_noise_and_its_second_look():
+    """Issue 35's item 4: a row is behind beyond noise when P's 95% upper bound is below 0.5 or ClippedPPO's mean is
+    below SB3 PPO's mean minus its std; the second look takes each seed's mean over its last evaluations, so one
+    unlucky final evaluation is told apart from a run that stays behind."""
+    report = pytest.importorskip("benchmarks.report")
+    ppo = np.array([1008.0, 995.0, 1017.0])
+    assert not report.behind_beyond_noise(np.array([1010.0, 1000.0, 1020.0]), ppo, p_high=0.9)
+    assert report.behind_beyond_noise(np.array([656.0, 1035.0, 1053.0]), ppo, p_high=0.9)  # mean below 1007 - 11
+    assert report.behind_beyond_noise(np.array([1010.0, 1000.0, 1020.0]), ppo, p_high=0.4)  # P's bound alone
+
+    def runs(histories):
+        return [{"seed": seed, "returns": np.array(h, dtype=float)} for seed, h in enumerate(histories)]
+
+    steady_ppo = runs([[1000, 1008, 1008, 1008, 1008], [990, 995, 995, 995, 995], [1010, 1017, 1017, 1017, 1017]])
+    unlucky = runs([[1047, 1047, 1047, 1047, 656], [1030, 1035, 1035, 1035, 1035], [1050, 1053, 1053, 1053, 1053]])
+    examined = report.examine_behind({"clippedppo": unlucky, "ppo": steady_ppo}, reps=200)
+    assert not examined["behind_last_mean"]
+    assert examined["seeds"]["clippedppo"][0] == {"seed": 0, "final": 656.0, "before": [1047.0, 1047.0],
+                                                  "last_mean": pytest.approx(968.8)}  # fmt: skip
+    behind = runs([[600, 600, 600, 600, 600], [610, 610, 610, 610, 610], [590, 590, 590, 590, 590]])
+    examined = report.examine_behind({"clippedppo": behind, "ppo": steady_ppo}, reps=200)
+    assert examined["behind_last_mean"] and examined["p_last_mean"] == 0.0
