@@ -1,10 +1,11 @@
-"""The benchmark evidence as one dataset: every committed run's evaluations, in three CSV files under ``benchmarks/results/``.
+"""The benchmark evidence as one dataset: every committed run's evaluations, in three gzipped CSV files under
+``benchmarks/results/`` (``pandas.read_csv`` and ``zcat`` read them).
 
 ``evaluations.csv.gz`` (one row per evaluation, sorted by run and timestep):
 
 - ``run_id``: the run's folder as it was written, relative to ``benchmarks/results/`` for the committed runs (for example
   ``sweep/clippedppo/HalfCheetah-v4_1``), so that a path named in a README or a log is the run's id here;
-- ``algo``, ``env``, ``variant``, ``seed``, ``machine``: as in ``runs.csv`` (repeated, so the file reads on its own);
+- ``algo``, ``env``, ``variant``, ``seed``, ``machine``: as in ``runs.csv.gz`` (repeated, so the file reads on its own);
 - ``timesteps``: the training step at which the evaluation ran;
 - ``wall_clock_s``: seconds from the start of training to that evaluation, evaluations included, interpolated in the
   run's training Monitor file (``*.monitor.csv``, whose ``t`` column is the time at each episode's end; with several
@@ -14,7 +15,7 @@
 - ``episode_returns``, ``episode_lengths``: the evaluation's episodes, ``;``-joined (returns as Python writes a float,
   so they read back to the bit).
 
-``runs.csv`` (one row per run): ``run_id``, ``algo``, ``env``, ``variant``, ``seed``, ``machine`` (``CPU (N cores)``),
+``runs.csv.gz`` (one row per run): ``run_id``, ``algo``, ``env``, ``variant``, ``seed``, ``machine`` (``CPU (N cores)``),
 ``status`` (``finished``, or ``stopped`` for a run cut short), ``timesteps`` (steps trained), ``wall_clock_s``,
 ``steps_per_s`` (both for the whole run, evaluations included), ``cpu_s`` (the run's own CPU seconds, user + system,
 which other processes sharing the cores do not inflate; recorded by :mod:`benchmarks.run` since the Zoo benchmark of
@@ -25,7 +26,7 @@ from the run's record (``<sweep>/_runs/*.json``, written by :mod:`benchmarks.run
 ``halfcheetah_300k``, by the former ``benchmarks.halfcheetah_zoo_params``) when it has one, otherwise from its Monitor
 file and ``command.txt``.
 
-``variants.csv`` (one row per ``(algo, env, variant)``): ``hyperparameters``, the run's full hyperparameters as JSON
+``variants.csv.gz`` (one row per ``(algo, env, variant)``): ``hyperparameters``, the run's full hyperparameters as JSON
 (the Zoo's saved ``<env>/config.yml``, or ``summary.json``'s). Two runs of one variant must have the same.
 
 Add runs (Zoo output folders ``<algo>/<env>_<n>/``, a sweep folder of :mod:`benchmarks.run`, or any folder above them;
@@ -56,7 +57,7 @@ import numpy as np
 from benchmarks.builder import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results"
-EVALUATIONS, RUNS, VARIANTS = "evaluations.csv.gz", "runs.csv", "variants.csv"
+EVALUATIONS, RUNS, VARIANTS = "evaluations.csv.gz", "runs.csv.gz", "variants.csv.gz"
 EVALUATION_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "timesteps", "wall_clock_s",
                       "episode_returns", "episode_lengths"]  # fmt: skip
 RUN_COLUMNS = ["run_id", "algo", "env", "variant", "seed", "machine", "status", "timesteps", "wall_clock_s", "steps_per_s",
@@ -294,7 +295,7 @@ def add(paths: list[Path], variant: str, prefix: str = "", machine: str = "", da
 
 def load(dataset: Path = RESULTS) -> list[dict[str, Any]]:
     """
-    The dataset's runs, sorted by id, each a ``runs.csv`` row with typed numbers and its evaluations as arrays:
+    The dataset's runs, sorted by id, each a ``runs.csv.gz`` row with typed numbers and its evaluations as arrays:
     ``eval_steps`` (int64), ``eval_seconds`` (float64; NaN where unknown), ``episode_returns`` (float64, one row per
     evaluation, one column per episode), ``episode_lengths``, and ``returns`` (the mean of each evaluation's episodes).
     """

@@ -707,7 +707,7 @@ def header(grouped: dict[str, Runs], command: str, reps: int, from_folders: bool
     where = (
         "its sweep's `_runs/` record"
         if from_folders
-        else "the dataset, `benchmarks/results/runs.csv` (column `command`; run ids are the runs' original folders)"
+        else "the dataset, `benchmarks/results/runs.csv.gz` (column `command`; run ids are the runs' original folders)"
     )
     lines = [
         "# ClippedPPO vs Stable-Baselines3 PPO",
@@ -941,6 +941,8 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
             template = re.sub(r"--seed \d+", "--seed SEED", command)
             by_template.setdefault(template, []).append(seed.group(1) if seed else "0")
     commands = [f"`{template}` (SEED: {', '.join(sorted(seeds, key=int))})" for template, seeds in sorted(by_template.items())]
+    for e in numbers["environments"].values():
+        del e["commands"]  # each run's own is in the dataset's runs.csv.gz; report.json keeps the figures
     chosen = [r for runs in by_env.values() for group in runs.values() for r in group]
     machines = ", ".join(sorted({r["machine"] for r in chosen if r.get("machine")})) or "unknown"
     commits = ", ".join(sorted({r["commit"] for r in chosen if r.get("commit")})) or "unknown"
@@ -975,7 +977,7 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
             "",
             *coverage,
             "",
-            "Commands (each run's own is in `runs.csv`'s `command` column):",
+            "Commands (each run's own is in `runs.csv.gz`'s `command` column):",
             "",
             *[f"- {c}" for c in commands],
         ]
@@ -1097,7 +1099,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
             lines += [f"## {env}: candidates for the tuned entry, not shipped", "",
                       "Each against SB3 PPO and plain ClippedPPO (seeds 0-4) as tuned ClippedPPO is above (variants: "
-                      "`benchmarks/results/runs.csv`; what each was: `benchmarks/results/search/README.md`).", "",
+                      "`benchmarks/results/runs.csv.gz`; what each was: `benchmarks/results/search/README.md`).", "",
                       *section]  # fmt: skip
         steps = sorted({int(r["timesteps"]) for runs in main_rows.values() for r in runs})
         if main_rows:

@@ -191,7 +191,7 @@ def test_steps_to_reach():
 def test_makespan_of_the_committed_runs():
     # Greedy list scheduling: 3 on one worker; 2 then 2 on the other; the last 1 on the first, free at 3
     assert dataset.makespan([3.0, 2.0, 2.0, 1.0], 2) == 4.0 and dataset.makespan([3.0, 2.0, 2.0, 1.0], 1) == 8.0
-    # The committed sweep's and options' runs (66), from the dataset (benchmarks/results/runs.csv)
+    # The committed sweep's and options' runs (66), from the dataset (benchmarks/results/runs.csv.gz)
     variants = [dataset.COMMITTED["main"], *dataset.COMMITTED["options"]]
     table = "\n".join(dataset.scaling(variants, [1, 4, 16, 64, 128])["lines"])
     durations = [r["s"] for r in dataset.runs_of_variants(variants)]

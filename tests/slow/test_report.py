@@ -151,7 +151,7 @@ def recorded_estimates(finals: dict[str, np.ndarray], pairs: list[tuple[str, str
 @pytest.mark.slow
 @pytest.mark.parametrize("env", list(HEADLINE))
 def test_headline_figures_from_the_dataset(env):
-    """The report's table rows recomputed from ``evaluations.csv.gz`` and ``runs.csv``: the headline table, the tuned
+    """The report's table rows recomputed from ``evaluations.csv.gz`` and ``runs.csv.gz``: the headline table, the tuned
     section and a candidate of the README's tuned table (final returns, IQM and P with rliable's metrics; the bootstrap
     intervals from ``report.json``)."""
     pytest.importorskip("rliable")
