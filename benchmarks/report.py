@@ -841,11 +841,14 @@ def score_cell(values: np.ndarray, estimates: dict[str, Any], algo: str) -> str:
     return f"{values.mean():.1f} ± {spread:.1f}; {estimates['iqm'][algo]:.1f} [{low:.1f}, {high:.1f}]"
 
 
+ZOO_MIN_SEEDS = 3  # issue 35: at least 3 seeds of each algorithm, the same seeds
+
+
 def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tuple[list[str], dict[str, Any]]:
     """
     The side-by-side table of the RL Zoo's PPO entries run with ``--algo clippedppo`` and ``--algo ppo`` (each
-    environment with the seeds both finished), the Zoo's published score beside them, and a figure of the normalized
-    scores (``zoo_benchmark_normalized.png``).
+    environment with the seeds both finished, at least :data:`ZOO_MIN_SEEDS` of them; fewer: under ``partial``), the
+    Zoo's published score beside them, and a figure of the normalized scores (``zoo_benchmark_normalized.png``).
 
     :param by_env: ``{env: {"clippedppo": runs, "ppo": runs}}`` of one variant (:func:`load_runs`).
     :param out: the report's folder.
@@ -863,7 +866,9 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
     for env in sorted(by_env):
         runs = by_env[env]
         seeds = sorted({r["seed"] for r in runs.get("clippedppo", [])} & {r["seed"] for r in runs.get("ppo", [])})
-        if not seeds:
+        if len(seeds) < ZOO_MIN_SEEDS:  # a row needs the issue's 3 seeds of each; its runs so far are listed as partial
+            numbers.setdefault("partial", {})[env] = {algo: sorted(r["seed"] for r in runs.get(algo, []))
+                                                      for algo in ("clippedppo", "ppo")}  # fmt: skip
             continue
         pick = {algo: [r for r in runs[algo] if r["seed"] in seeds] for algo in ("clippedppo", "ppo")}
         finals = {algo: np.array([r["returns"][-1] for r in chosen]) for algo, chosen in pick.items()}
@@ -967,7 +972,10 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
     capped = [f"{env} ({c['entry']:,} -> {c['run']:,})" for env, c in numbers["capped"].items()]
     coverage = [f"Rows: {len(entries) - len(numbers['still_to_run'])} of the {len(entries)} entries the benchmark runs "
                 f"(`python -m benchmarks.run --conf zoo --envs zoo-entries`). Still to run: "
-                f"{', '.join(numbers['still_to_run']) or 'none'}.", "",
+                f"{', '.join(numbers['still_to_run']) or 'none'}"
+                + "".join(f"; {env} has seeds {', '.join(f'{label_of(a)} {seeds}' for a, seeds in by_algo.items())} so far"
+                          for env, by_algo in numbers.get("partial", {}).items())  # fmt: skip
+                + ".", "",
                 f"Capped (the entry's `n_timesteps` -> the steps run): {', '.join(capped) or 'none so far'}.", "",
                 "Left out: " + "; ".join(f"{entry} ({why})" for entry, why in ZOO_LEFT_OUT.items()) + "."]  # fmt: skip
     text = "\n".join(

@@ -270,3 +270,22 @@ def test_behind_beyond_noise_and_its_second_look():
     behind = runs([[600, 600, 600, 600, 600], [610, 610, 610, 610, 610], [590, 590, 590, 590, 590]])
     examined = report.examine_behind({"clippedppo": behind, "ppo": steady_ppo}, reps=200)
     assert examined["behind_last_mean"] and examined["p_last_mean"] == 0.0
+
+
+def test_zoo_row_needs_three_seeds_of_each(tmp_path):
+    """Issue 35 asks for at least 3 seeds of each algorithm: an environment with fewer paired seeds is no row of the table
+    but is listed as partial, with the seeds each algorithm has."""
+    report = pytest.importorskip("benchmarks.report")
+
+    def runs(algo, seeds):
+        return [{"algo": algo, "seed": seed, "returns": np.array([100.0 + seed]), "timesteps": 1000,
+                 "wall_clock_s": 60.0, "cpu_s": 60.0, "command": f"python -m rl_zoo3.train --algo {algo} --seed {seed}"}
+                for seed in seeds]  # fmt: skip
+
+    by_env = {"CartPole-v1": {"clippedppo": runs("clippedppo", [0, 1, 2]), "ppo": runs("ppo", [0, 1])}}
+    lines, numbers = report.zoo_benchmark_section(by_env, tmp_path, reps=200)
+    assert numbers["environments"] == {} and not any(line.startswith("| CartPole-v1") for line in lines)
+    assert numbers["partial"] == {"CartPole-v1": {"clippedppo": [0, 1, 2], "ppo": [0, 1]}}
+    by_env["CartPole-v1"]["ppo"] = runs("ppo", [0, 1, 2])
+    lines, numbers = report.zoo_benchmark_section(by_env, tmp_path, reps=200)
+    assert list(numbers["environments"]) == ["CartPole-v1"] and "partial" not in numbers
