@@ -895,7 +895,7 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
         numbers["environments"][env] = {
             "steps": steps, "seeds": seeds, "final_returns": {a: v.tolist() for a, v in finals.items()}, **estimates,
             "wall_clock_min": wall, "cpu_min": cpu, "behind_beyond_noise": behind, "examined": examined,
-            "published": zoo, "commands": {a: [r["command"] for r in chosen] for a, chosen in pick.items()},
+            "published": zoo,
         }  # fmt: skip
     environments = numbers["environments"]
     wall_ratios = [e["wall_clock_min"]["ppo"] / e["wall_clock_min"]["clippedppo"] for e in environments.values()]
@@ -939,15 +939,11 @@ def write_zoo_benchmark(dataset: Path, variant: str, out: Path, reps: int) -> di
     """
     by_env = load_runs(data.load(dataset), variant, [])
     lines, numbers = zoo_benchmark_section(by_env, out, reps)
-    by_template: dict[str, list[str]] = {}  # each run's command with its seed as SEED: the seeds run
-    for e in numbers["environments"].values():
-        for command in (c for cs in e["commands"].values() for c in cs):
-            seed = re.search(r"--seed (\d+)", command)
-            template = re.sub(r"--seed \d+", "--seed SEED", command)
-            by_template.setdefault(template, []).append(seed.group(1) if seed else "0")
-    commands = [f"`{template}` (SEED: {', '.join(sorted(seeds, key=int))})" for template, seeds in sorted(by_template.items())]
-    for e in numbers["environments"].values():
-        del e["commands"]  # each run's own is in the dataset's runs.csv.gz; report.json keeps the figures
+    by_template: dict[str, list[int]] = {}  # the rows' run commands with the seed as SEED: the seeds run
+    for env, row in numbers["environments"].items():
+        for run in (r for group in by_env[env].values() for r in group if r["seed"] in row["seeds"]):
+            by_template.setdefault(re.sub(r"--seed \d+", "--seed SEED", run["command"]), []).append(run["seed"])
+    commands = [f"`{t}` (SEED: {', '.join(map(str, sorted(seeds)))})" for t, seeds in sorted(by_template.items())]
     chosen = [r for runs in by_env.values() for group in runs.values() for r in group]
     machines = ", ".join(sorted({r["machine"] for r in chosen if r.get("machine")})) or "unknown"
     commits = ", ".join(sorted({r["commit"] for r in chosen if r.get("commit")})) or "unknown"
