@@ -788,7 +788,9 @@ def examine_behind(pick: dict[str, list[dict[str, Any]]], reps: int) -> dict[str
     :param pick: ``{"clippedppo": runs, "ppo": runs}``, the same seeds for both (:func:`benchmarks.dataset.load` rows).
     :param reps: bootstrap resamples.
     :return: ``seeds`` (per algorithm: ``seed``, ``final``, ``before`` (min, max of the window's evaluations before the
-        last one) and ``last_mean``), ``p_last_mean`` with its 95% CI ``p_last_mean_ci``, and ``behind_last_mean``.
+        last one) and ``last_mean``), ``p_last_mean`` with its 95% CI ``p_last_mean_ci``, ``behind_last_mean``, and
+        ``below_the_other`` (per algorithm, the seeds whose window mean is below every seed of the other algorithm's:
+        a seed on another branch, e.g. a gait that stays at a local optimum, rather than a whole algorithm behind).
     """
     seeds: dict[str, list[dict[str, Any]]] = {}
     for algo, runs in pick.items():
@@ -802,8 +804,11 @@ def examine_behind(pick: dict[str, list[dict[str, Any]]], reps: int) -> dict[str
     means = {algo: np.array([s["last_mean"] for s in rows]) for algo, rows in seeds.items()}
     estimates = rliable_estimates(means, [("clippedppo", "ppo")], reps=reps)
     ci = estimates["probability_of_improvement_ci"]["clippedppo,ppo"]
+    other = {"clippedppo": "ppo", "ppo": "clippedppo"}
+    below = {algo: [s["seed"] for s in rows if s["last_mean"] < means[other[algo]].min()] for algo, rows in seeds.items()}
     return {
         "seeds": seeds,
+        "below_the_other": below,
         "p_last_mean": estimates["probability_of_improvement"]["clippedppo,ppo"],
         "p_last_mean_ci": list(ci),
         "behind_last_mean": behind_beyond_noise(means["clippedppo"], means["ppo"], ci[1]),
@@ -919,10 +924,14 @@ def zoo_benchmark_section(by_env: dict[str, Runs], out: Path, reps: int) -> tupl
                 for s in e["seeds"][algo]) for algo in ("clippedppo", "ppo"))  # fmt: skip
             means = {algo: np.mean([s["last_mean"] for s in e["seeds"][algo]]) for algo in ("clippedppo", "ppo")}
             verdict = "still behind beyond noise" if e["behind_last_mean"] else "within noise"
+            below = "; ".join(
+                f"{label_of(algo)} {', '.join(f'seed {s}' for s in e['below_the_other'][algo])} of {len(e['seeds'][algo])}"
+                for algo in ("clippedppo", "ppo") if e["below_the_other"][algo])  # fmt: skip
             lines += [f"- {env}: {verdict} over the last {LAST_EVALUATIONS} evaluations "
                       f"(ClippedPPO {means['clippedppo']:.1f}, "
                       f"SB3 PPO {means['ppo']:.1f}, P(ClippedPPO > PPO) {e['p_last_mean']:.2f} "
-                      f"[{e['p_last_mean_ci'][0]:.2f}, {e['p_last_mean_ci'][1]:.2f}]). {seeds}."]  # fmt: skip
+                      f"[{e['p_last_mean_ci'][0]:.2f}, {e['p_last_mean_ci'][1]:.2f}]). {seeds}."
+                      + (f" Below every seed of the other algorithm over the window: {below}." if below else "")]  # fmt: skip
         lines.append("")
     if wall_ratios:
         lines.append(f"Median over the {len(wall_ratios)} environments of SB3 PPO's minutes divided by ClippedPPO's: "

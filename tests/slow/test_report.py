@@ -267,9 +267,16 @@ def test_behind_beyond_noise_and_its_second_look():
     assert not examined["behind_last_mean"]
     assert examined["seeds"]["clippedppo"][0] == {"seed": 0, "final": 656.0, "before": [1047.0, 1047.0],
                                                   "last_mean": pytest.approx(968.8)}  # fmt: skip
+    assert examined["below_the_other"] == {"clippedppo": [0], "ppo": []}  # 968.8 < SB3's lowest 995
     behind = runs([[600, 600, 600, 600, 600], [610, 610, 610, 610, 610], [590, 590, 590, 590, 590]])
     examined = report.examine_behind({"clippedppo": behind, "ppo": steady_ppo}, reps=200)
     assert examined["behind_last_mean"] and examined["p_last_mean"] == 0.0
+    assert examined["below_the_other"] == {"clippedppo": [0, 1, 2], "ppo": []}
+    # One seed on another branch (Swimmer-v4's ClippedPPO seed 1 at ~145 against ~355): named, the others not
+    branch = runs([[355, 355, 355, 355, 355], [145, 145, 145, 145, 145], [358, 358, 358, 358, 358]])
+    level = runs([[350, 350, 350, 350, 350], [352, 352, 352, 352, 352], [357, 357, 357, 357, 357]])
+    examined = report.examine_behind({"clippedppo": branch, "ppo": level}, reps=200)
+    assert examined["below_the_other"] == {"clippedppo": [1], "ppo": []}
 
 
 def test_zoo_row_needs_three_seeds_of_each(tmp_path):
