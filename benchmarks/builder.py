@@ -11,8 +11,9 @@ walker seed's settings, for ClippedPPO and SB3's PPO alike), ``hyperparams/clipp
 ``rl_zoo3.train --algo clippedppo`` uses) and ``benchmarks/settings.yml`` (the throughput's other settings: SB3's
 defaults, and ``CnnPolicy`` on SB3's ``FakeImageEnv``, registered here as :data:`FAKE_IMAGE_ENV`).
 
-Besides: the machine's description (:func:`machine_info`) and a measurement's results file (:func:`add_out_arguments`,
-:func:`check_out`, :func:`write_results`).
+Besides: the machine's description (:func:`machine_info`), a measurement's results file (:func:`add_out_arguments`,
+:func:`check_out`, :func:`write_results`) and the palette PNG every figure under ``benchmarks/results/`` is saved as
+(:func:`save_png`, :func:`to_palette_png`).
 """
 
 import argparse
@@ -265,3 +266,36 @@ def write_results(path: Path | None, results: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def save_png(fig: Any, path: Path, dpi: int = 110, **savefig_kwargs: Any) -> None:
+    """
+    Save a matplotlib figure as an 8-bit palette PNG (:func:`to_palette_png` of what ``Figure.savefig`` draws).
+
+    :param fig: a ``matplotlib.figure.Figure``.
+    :param path: the PNG to write (replaced if it exists).
+    :param dpi: dots per inch, as ``Figure.savefig``'s.
+    :param savefig_kwargs: passed on to ``Figure.savefig`` (e.g. ``bbox_inches="tight"``).
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, **savefig_kwargs)
+    buffer.seek(0)
+    to_palette_png(buffer, path)
+
+
+def to_palette_png(source: Path | io.BytesIO, path: Path) -> None:
+    """
+    Write a PNG's image as an 8-bit palette PNG: Pillow's adaptive palette, 256 colours, median cut, no dithering.
+
+    ``benchmarks/results/`` has a size budget (5 MiB, ``tests/slow/test_report.py``) that the RL Zoo benchmark's
+    evaluations fill as rows are added; a line plot uses few colours, so the palette keeps it as drawn at about a third of
+    the bytes of matplotlib's RGBA PNG (whose background is opaque: the alpha channel is dropped).
+
+    :param source: the PNG to read (a file, or its bytes); it may be ``path`` itself.
+    :param path: the PNG to write (replaced if it exists).
+    """
+    from PIL import Image
+
+    with Image.open(source) as image:
+        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    palette.save(path, format="PNG", optimize=True)

@@ -42,7 +42,7 @@ import numpy as np
 
 from benchmarks import dataset as data
 from benchmarks import time_to_return
-from benchmarks.builder import env_folder
+from benchmarks.builder import env_folder, save_png
 from benchmarks.run import ZOO_LEFT_OUT, entry_timesteps, zoo_benchmark_entries
 
 # Return thresholds for "steps to reach": the for HalfCheetah-v4; others are informative.
@@ -215,7 +215,7 @@ def zoo_curves(
         fig.axes[0].legend()
         fig.axes[0].set_ylabel("evaluation return (mean, standard error)")
         fig.tight_layout()
-        fig.savefig(out / f"curves_{stem}{env}.png", dpi=110)
+        save_png(fig, out / f"curves_{stem}{env}.png", dpi=110)
     plt.close("all")
     return "\n".join(line for line in printed.getvalue().splitlines() if line.startswith("|"))
 
@@ -240,7 +240,7 @@ def plot_wall_clock(title: str, by_algo: Runs, path: Path) -> None:
     ax.set(xlabel="wall-clock minutes (mean over seeds; evaluation included)", ylabel="mean evaluation return", title=title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -260,7 +260,7 @@ def plot_rliable(estimates: dict[str, Any], iqm_path: Path, improvement_path: Pa
     below = -0.7 / (0.8 * len(iqm))  # rliable's x label 0.7 inch below its rows of 0.8 inch
     fig, _ = plot_utils.plot_interval_estimates(iqm, ci, metric_names=["IQM"], xlabel="final evaluation return",
                                                 subfigure_width=6, row_height=0.8, xlabel_y_coordinate=below)  # fmt: skip
-    fig.savefig(iqm_path, dpi=110, bbox_inches="tight")
+    save_png(fig, iqm_path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     if estimates["probability_of_improvement"]:
         pairs = {",".join(label_of(k) for k in p.split(",")): v for p, v in estimates["probability_of_improvement"].items()}
@@ -269,7 +269,7 @@ def plot_rliable(estimates: dict[str, Any], iqm_path: Path, improvement_path: Pa
         ax = plot_utils.plot_probability_of_improvement(
             pairs, pair_cis, figsize=(6, 0.8 + 0.6 * len(pairs)), xticks=[0, 0.25, 0.5, 0.75, 1]
         )
-        ax.figure.savefig(improvement_path, dpi=110, bbox_inches="tight")
+        save_png(ax.figure, improvement_path, dpi=110, bbox_inches="tight")
         plt.close(ax.figure)
 
 
@@ -835,7 +835,7 @@ def plot_normalized_scores(normalized: dict[str, dict[str, list[float]]], path: 
     ax.set_xlabel("final return, (return - SB3 PPO's mean) / SB3 PPO's std, per environment")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
 
 

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
-from benchmarks.builder import ROOT, machine_info
+from benchmarks.builder import ROOT, machine_info, save_png
 
 # The callback's record in the Zoo's run folder (exact seconds per evaluation, read by benchmarks.dataset)
 RUN_FOLDER_RECORD = "time_to_return.json"
@@ -321,7 +321,7 @@ def plot(variants: dict[str, list[dict[str, Any]]], threshold: float, path: Path
     reached.set(xlabel="wall-clock minutes", ylabel=f"fraction of seeds that reached {threshold:g}", ylim=(-0.02, 1.02))
     reached.axhline(0.5, color="grey", linestyle=":", linewidth=1)  # where a curve crosses it: the median
     reached.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_png(fig, path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -99,6 +99,36 @@ def test_committed_dataset_is_small_and_complete():
     assert all(json.loads(v["hyperparameters"]) for v in dataset.read_csv(results / dataset.VARIANTS))
 
 
+def test_figures_are_palette_pngs_of_what_matplotlib_draws(tmp_path):
+    """Every figure under benchmarks/results/ is an 8-bit palette PNG (the size budget above), and save_png writes what
+    matplotlib draws: the same pixels, but for the palette's rounding, in well under half the bytes."""
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from benchmarks.builder import save_png
+
+    figures = sorted((ROOT / "benchmarks" / "results").rglob("*.png"))
+    assert figures and {p.name: Image.open(p).mode for p in figures} == {p.name: "P" for p in figures}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = np.linspace(0.0, 1e6, 50)
+    for k in range(9):  # as many curves and shaded bands as the densest committed figure
+        y = 100 * k + 300 * np.sin(x / 2e5 + k)
+        ax.plot(x, y, label=f"seed {k}")
+        ax.fill_between(x, y - 50, y + 50, alpha=0.25)
+    ax.legend()
+    fig.savefig(tmp_path / "rgba.png", dpi=110)
+    save_png(fig, tmp_path / "palette.png", dpi=110)
+    plt.close(fig)
+    drawn = np.asarray(Image.open(tmp_path / "rgba.png").convert("RGB"), dtype=float)
+    saved = Image.open(tmp_path / "palette.png")
+    assert saved.mode == "P" and saved.size == (770, 495)
+    difference = np.abs(np.asarray(saved.convert("RGB"), dtype=float) - drawn)
+    assert difference.mean() < 1.0 and np.quantile(difference, 0.999) < 40
+    assert (tmp_path / "palette.png").stat().st_size < 0.5 * (tmp_path / "rgba.png").stat().st_size
+
+
 # The headline figures of the report and the README, cell by cell (report.md's tables)
 HEADLINE = {
     "HalfCheetah-v4": {
