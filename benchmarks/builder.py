@@ -213,6 +213,28 @@ def git_commit(repo: Path = ROOT) -> str:
         return "unknown"
 
 
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """
+    The first CPU's model name with its family, model and stepping, e.g. ``AMD EPYC, family 25 model 17 stepping 1``:
+    virtual machines often report a bare ``AMD EPYC`` for CPUs that differ by a factor of two in speed, and the numbers
+    tell them apart. ``platform.processor()`` where ``cpuinfo`` cannot be read or has no model name.
+
+    :param cpuinfo: the ``/proc/cpuinfo`` file to read.
+    """
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError), open(cpuinfo) as f:
+        for line in f:
+            if not line.strip():
+                break  # the first processor's block only
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor()
+    ids = " ".join(f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
+                                                                ("stepping", "stepping")) if fields.get(key))  # fmt: skip
+    return f"{fields['model name']}, {ids}" if ids else fields["model name"]
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, torch threads, Python and package versions, and the code's commit."""
     import gymnasium
@@ -222,12 +244,6 @@ def machine_info() -> dict[str, Any]:
 
     import sb3_clippedppo
 
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     versions = {
         "sb3_clippedppo": sb3_clippedppo.__version__,
         "stable_baselines3": stable_baselines3.__version__,
@@ -239,7 +255,7 @@ def machine_info() -> dict[str, Any]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name.replace("-", "_")] = importlib.metadata.version(name)
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "torch_threads": th.get_num_threads(),
         "python": platform.python_version(),

@@ -86,3 +86,17 @@ def test_bad_entries_are_refused(tmp_path):
     entry = builder.read_entry("HalfCheetah-v4")
     assert entry.hyperparams["learning_rate"] == 2.0633e-05 and entry.n_envs == 1 and entry.n_timesteps == 1_000_000
     assert "n_timesteps" not in entry.hyperparams and "normalize" not in entry.hyperparams
+
+
+def test_cpu_name_tells_apart_cpus_that_share_a_model_name(tmp_path):
+    """Two VMs that both call their CPU ``AMD EPYC`` get different names from their family, model and stepping."""
+    block = "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: {family}\nmodel\t\t: {model}\nmodel name\t: AMD EPYC\n"
+    names = []
+    for family, model in ((25, 17), (23, 49)):
+        info = tmp_path / f"cpuinfo_{family}"
+        info.write_text("".join(block.format(n=n, family=family, model=model) + "stepping\t: 1\n\n" for n in (0, 1)))
+        names.append(builder.cpu_name(info))
+    assert names == ["AMD EPYC, family 25 model 17 stepping 1", "AMD EPYC, family 23 model 49 stepping 1"]
+    (tmp_path / "bare").write_text("model name\t: Some CPU\n")
+    assert builder.cpu_name(tmp_path / "bare") == "Some CPU"
+    assert builder.cpu_name(tmp_path / "missing") == builder.platform.processor()

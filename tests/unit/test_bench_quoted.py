@@ -208,3 +208,33 @@ def test_issue_37_contradictions_stay_fixed():
     for name, value in FIGURES.items():
         if name.endswith("_median") and value.startswith(">"):
             assert f"{name.removesuffix('_median')}_over_first" not in FIGURES
+
+
+def test_the_two_machines_of_the_zoo_benchmark_are_quoted_from_the_dataset():
+    """docs/benchmarks.md's CPU minutes of the two VMs that share the label ``AMD EPYC (2 cores)`` are the dataset's, and
+    in each row that mixes them both algorithms' median runs come from the machine the passage names."""
+    import csv
+    import gzip
+    import statistics
+
+    boundary = "2026-12-07 21:30"  # the passage's boundary between the two machines (UTC)
+    with gzip.open(ROOT / "benchmarks" / "results" / "runs.csv.gz", "rt") as f:
+        runs = [r for r in csv.DictReader(f) if r["variant"] == "zoo-ppo"]
+
+    def minutes(algo: str, env: str, seed: int) -> str:
+        (run,) = [r for r in runs if (r["algo"], r["env"], r["seed"]) == (algo, env, str(seed))]
+        return f"{float(run['cpu_s']) / 60:.1f}"
+
+    ant = [minutes("clippedppo", "Ant-v4", seed) for seed in (0, 1, 2)]
+    walker = [minutes("ppo", "Walker2d-v4", seed) for seed in (0, 1, 2)]
+    docs = " ".join((ROOT / "docs" / "benchmarks.md").read_text().split())
+    quoted = (f"(ClippedPPO's Ant-v4 seed 0: {ant[0]} CPU minutes on the first, seeds 1 and 2: {ant[1]} and {ant[2]} on "
+              f"the second; SB3 PPO's Walker2d-v4 seeds 0 and 1: {walker[0]} and {walker[1]}, seed 2: {walker[2]})")
+    assert quoted in docs
+    assert f"those started before {boundary} UTC ran on one" in docs
+    for env, first in (("Walker2d-v4", True), ("Ant-v4", False)):
+        for algo in ("clippedppo", "ppo"):
+            row = sorted((float(r["cpu_s"]), r["started"]) for r in runs if (r["algo"], r["env"]) == (algo, env))
+            assert len(row) == 3, (algo, env)
+            median = next(started for cpu, started in row if cpu == statistics.median(c for c, _ in row))
+            assert (median < boundary) == first, (algo, env, median)
