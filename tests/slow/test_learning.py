@@ -7,7 +7,9 @@ budgets, which the checks do not need.
   measured 500 at 50k, as at 100k).
 - Pendulum-v1 (RL Zoo PPO hyperparameters without gSDE, 100k steps): >= -400 (a random policy scores about -1200; a
   swing-up policy about -150 to -250; measured -215 at 100k, -243 at 60k, -269 at 200k).
-- InvertedPendulum-v4 (SB3 defaults with n_steps=512, 20k steps): >= 950 (the maximum is 1000; measured 1000 from 15k).
+- InvertedPendulum-v4 (SB3 defaults with n_steps=512, 20k steps): median over seeds 0-2 >= 950 (the maximum is 1000;
+  measured 1000 from 15k with seed 0 on one CPU; on another (AMD EPYC, family 25 model 17) seed 0 is at 308 at 20k and
+  1000 at 25k, seeds 1-4 at 1000 at 20k: one seed's run depends on the CPU's floating point, so the check takes 3).
 
 Torch runs on one thread (the ``one_torch_thread`` fixture), as when the thresholds were measured. How long a run takes
 is not checked here: timings belong in ``benchmarks/``.
@@ -39,17 +41,17 @@ CARTPOLE = dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs
 
 
 @pytest.mark.parametrize(
-    "env_id, n_envs, timesteps, hyperparams, threshold",
+    "env_id, n_envs, timesteps, hyperparams, threshold, seeds",
     [
-        ("CartPole-v1", 8, 50_000, CARTPOLE, 475),
-        ("Pendulum-v1", 4, 100_000, PENDULUM, -400),
-        ("InvertedPendulum-v4", 1, 20_000, dict(n_steps=512), 950),
+        ("CartPole-v1", 8, 50_000, CARTPOLE, 475, (0,)),
+        ("Pendulum-v1", 4, 100_000, PENDULUM, -400, (0,)),
+        ("InvertedPendulum-v4", 1, 20_000, dict(n_steps=512), 950, (0, 1, 2)),
     ],
     ids=["cartpole", "pendulum", "inverted-pendulum"],
 )
-def test_learns(env_id, n_envs, timesteps, hyperparams, threshold):
-    mean_return = train_and_evaluate(env_id, n_envs=n_envs, timesteps=timesteps, **hyperparams)
-    assert mean_return >= threshold, mean_return
+def test_learns(env_id, n_envs, timesteps, hyperparams, threshold, seeds):
+    returns = [train_and_evaluate(env_id, n_envs=n_envs, timesteps=timesteps, seed=seed, **hyperparams) for seed in seeds]
+    assert np.median(returns) >= threshold, returns
 
 
 @pytest.mark.parametrize(
