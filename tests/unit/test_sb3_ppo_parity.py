@@ -1,7 +1,8 @@
 """ClippedPPO's update against Stable-Baselines3's own ``PPO.train()``: the same initial weights (a seed gives SB3's),
 the same rollout (GAE included) and the same minibatch permutations give the same parameters after the update, in SB3's
 default setting, the walker seed's (target_kl early stopping) with 4 environments, with Discrete and MultiDiscrete
-actions, and with gSDE (the RL Zoo's Pendulum-v1 entry, scaled down); through the fast path and through autograd."""
+actions, with the RL Zoo's Humanoid-v4 entry verbatim, and with gSDE (the RL Zoo's Pendulum-v1 entry, scaled down);
+through the fast path and through autograd."""
 
 import numpy as np
 import pytest
@@ -26,6 +27,11 @@ SETTINGS = {
                                                                             gamma=0.4, ent_coef=0.01)),
     # batch_size above the rollout (the RL Zoo's MountainCarContinuous-v0 entry): one minibatch of the whole rollout
     "batch-above-rollout": ("Pendulum-v1", 1, dict(n_steps=8, batch_size=256, n_epochs=10, learning_rate=7.77e-05)),
+    # the RL Zoo's Humanoid-v4 entry verbatim: one environment, ortho_init off, log_std_init -2, ReLU, max_grad_norm 2
+    "zoo-humanoid": ("Humanoid-v4", 1, dict(n_steps=512, batch_size=256, gamma=0.95, learning_rate=3.56987e-05,
+                                            ent_coef=0.00238306, clip_range=0.3, n_epochs=5, gae_lambda=0.9, max_grad_norm=2,
+                                            vf_coef=0.431892, policy_kwargs=dict(log_std_init=-2, ortho_init=False,
+                                            activation_fn=th.nn.ReLU, net_arch=dict(pi=[256, 256], vf=[256, 256])))),
     # gSDE with the exploration matrix resampled every 4 steps (the autograd backend only)
     "gsde-4-envs": ("Pendulum-v1", 4, dict(n_steps=64, batch_size=64, n_epochs=4, gamma=0.9, gae_lambda=0.95,
                                            learning_rate=1e-3, use_sde=True, sde_sample_freq=4)),
@@ -89,7 +95,7 @@ def test_update_matches_sb3_ppo(setting, fast_path, monkeypatch):
 
     def make_env():
         env = make_vec_env(env_id, n_envs=n_envs, seed=0)
-        return VecNormalize(env) if env_id == "HalfCheetah-v4" else env
+        return VecNormalize(env) if env_id in ("HalfCheetah-v4", "Humanoid-v4") else env
 
     model, sb3_model, callback = paired_models(PPO, make_env, fast_path, hyperparams, n_envs, monkeypatch)
     discrete = env_id == "CartPole-v1"
