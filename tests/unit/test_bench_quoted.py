@@ -68,7 +68,7 @@ QUOTES = {
         "commit {speed_commit_short})",
         *SPEED_TABLE,
         LATENCY,
-        "The RL Zoo's PPO entries, same entry for both, 3 seeds ({zoo_environments} of {zoo_entries} entries so far): "
+        "The RL Zoo's PPO entries, same entry for both, 3+ seeds ({zoo_environments} of {zoo_entries} entries so far): "
         "ClippedPPO behind beyond noise on {zoo_behind}, on {zoo_behind_examined} over each seed's last "
         "{zoo_last_evaluations} evaluations; SB3's PPO takes {zoo_median_cpu_ratio} its CPU time",
     ],
